@@ -1,0 +1,402 @@
+"""Mamba blocks with a pure-PyTorch selective scan and an optional CUDA backend.
+
+Mamba (Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State
+Spaces", 2023) is a gated block around a *selective* state space model: for
+each channel ``d`` and state index ``n`` the hidden state follows
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t,      y_t = <h_t, C_t> + D * u_t
+
+where ``delta``, ``B`` and ``C`` depend on the input (the "selection").
+
+What lives here:
+
+- ``selective_scan_ref``: the recurrence written step by step (the reference);
+- ``selective_scan_torch``: the same maths, fast, in plain PyTorch (CPU and
+  CUDA, no custom kernels), with a hand-written backward (a reverse scan);
+- ``Mamba``: one module whose parameters are named and shaped exactly as in
+  ``mamba_ssm.modules.mamba_simple.Mamba`` (``in_proj``, ``conv1d``,
+  ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so a state_dict
+  moves between backends unchanged. ``backend="auto"`` uses mamba_ssm's CUDA
+  selective scan when it is installed and the input is on CUDA, our scan
+  otherwise;
+- ``MambaStack``: pre-norm residual Mamba blocks with a final norm.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "cuda", "torch")
+
+__all__ = ["selective_scan_ref", "selective_scan_torch", "cuda_ops_available", "Mamba", "MambaStack"]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_scan_inputs(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                       C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                       delta_bias: torch.Tensor | None) -> None:
+    """Raise a ValueError naming the offending argument when shapes do not match."""
+    if u.dim() != 3:
+        raise ValueError(f"u must be [batch, d_inner, length], got shape {tuple(u.shape)}")
+    b, d, length = u.shape
+    if length < 1:
+        raise ValueError("the sequence length (last dim of u) must be at least 1")
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"A must be [d_inner={d}, d_state], got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.shape != (b, n, length):
+            raise ValueError(f"{name} must be [batch={b}, d_state={n}, length={length}] "
+                             f"(input-dependent, as in mamba_ssm), got {tuple(t.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (d,):
+            raise ValueError(f"{name} must be [d_inner={d}], got {tuple(t.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+
+
+def _prepare_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    return delta
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
+    """Selective scan of Mamba (Gu & Dao 2023, Algorithm 2), one time step at a time.
+
+    This is the slow, obviously correct reference that the fast scan is tested
+    against; autograd differentiates it directly.
+
+    Args (shapes as in ``mamba_ssm``'s ``selective_scan_fn``):
+        u: input ``[B, D_in, L]``.
+        delta: step sizes ``[B, D_in, L]`` (before ``delta_bias``/softplus).
+        A: state matrix diagonal ``[D_in, N]`` (negative for a stable system).
+        B, C: input and output projections ``[B, N, L]``.
+        D: optional skip ``[D_in]``; z: optional gate ``[B, D_in, L]`` (``y * silu(z)``).
+        delta_bias: optional ``[D_in]`` added to ``delta``; delta_softplus: apply softplus to it.
+    Returns:
+        y ``[B, D_in, L]`` in the dtype of the computation (that of the inputs).
+    """
+    _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    batch, d_in, length = u.shape
+    h = u.new_zeros(batch, d_in, A.shape[1])  # [B, D_in, N]
+    ys = []
+    for t in range(length):
+        dA = torch.exp(delta[:, :, t, None] * A)  # [B, D_in, N]
+        dBu = (delta[:, :, t] * u[:, :, t])[:, :, None] * B[:, None, :, t]  # [B, D_in, N]
+        h = dA * h + dBu
+        ys.append((h * C[:, None, :, t]).sum(-1))  # [B, D_in]
+    y = torch.stack(ys, dim=-1)  # [B, D_in, L]
+    if D is not None:
+        y = y + u * D[:, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+# --------------------------------------------------------------------------- fast torch scan
+
+
+class _ScanCore(torch.autograd.Function):
+    """y_t = <h_t, C_t>,  h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, with a hand-written backward.
+
+    Work layout is time-major ``[L, B, D_in, N]`` so that each step of the
+    sequential loops touches one contiguous ``[B, D_in, N]`` slab. The
+    sequential loop does the minimum arithmetic (one fused multiply-add per
+    element and step); everything else is batched over all steps. Because
+    ``exp(delta * A)`` is formed per step (never a ratio of cumulative
+    products) nothing can overflow for long sequences or large ``delta``.
+
+    Backward (derived by hand from the recurrence): with g_t = dLoss/dh_t,
+        g_t = gy_t C_t + exp(delta_{t+1} A) g_{t+1}        (a reverse scan)
+        q_t = g_t * h_{t-1} * exp(delta_t A)               (= dLoss/d(delta_t A))
+        dA = sum_{b,t} q_t delta_t,   ddelta = sum_n q_t A + u sum_n g_t B_t,
+        du = delta sum_n g_t B_t,     dB_t = sum_d g_t delta_t u_t,   dC_t = sum_d gy_t h_t.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                C: torch.Tensor) -> torch.Tensor:
+        # u, delta [B, D, L]; A [D, N]; B, C [B, N, L]
+        # small [L, B, *] copies made contiguous so every [L, B, D, N] product below is contiguous
+        u_t = u.permute(2, 0, 1).contiguous()  # [L, B, D]
+        dt_t = delta.permute(2, 0, 1).contiguous()  # [L, B, D]
+        B_t = B.permute(2, 0, 1).contiguous()  # [L, B, N]
+        C_t = C.permute(2, 0, 1).contiguous()  # [L, B, N]
+        length, batch, d_in = u_t.shape
+        n = A.shape[1]
+        dA = torch.exp(dt_t.unsqueeze(-1) * A)  # [L, B, D, N]
+        # h starts as delta*u*B and is scanned in place: h_t += dA_t * h_{t-1}
+        h = (dt_t * u_t).unsqueeze(-1) * B_t.unsqueeze(2)  # [L, B, D, N]
+        for t in range(1, length):
+            h[t].addcmul_(dA[t], h[t - 1])
+        # y[l, b, d] = sum_n h[l, b, d, n] C[l, b, n]
+        y = torch.bmm(h.view(length * batch, d_in, n),
+                      C_t.reshape(length * batch, n, 1)).view(length, batch, d_in)
+        ctx.save_for_backward(u, delta, A, B, C, dA, h)
+        return y.permute(1, 2, 0)  # [B, D, L] (a view; callers may .contiguous())
+
+    @staticmethod
+    def backward(ctx: Any, gy: torch.Tensor):
+        u, delta, A, B, C, dA, h = ctx.saved_tensors
+        need_u, need_delta, need_A, need_B, need_C = ctx.needs_input_grad
+        length, batch, d_in, n = h.shape
+        lb = length * batch
+        u_t = u.permute(2, 0, 1).contiguous()  # [L, B, D]
+        dt_t = delta.permute(2, 0, 1).contiguous()
+        B_t = B.permute(2, 0, 1).reshape(lb, n)  # [LB, N]
+        C_t = C.permute(2, 0, 1).contiguous()  # [L, B, N]
+        gy_t = gy.permute(2, 0, 1).contiguous()  # [L, B, D]
+
+        gC = None
+        if need_C:
+            # dC[l, b, n] = sum_d gy[l, b, d] h[l, b, d, n]
+            gC = torch.bmm(gy_t.reshape(lb, 1, d_in), h.view(lb, d_in, n)).view(length, batch, n).permute(1, 2, 0)
+
+        # g_t = gy_t C_t + dA_{t+1} g_{t+1}, scanned in place from the end
+        g = gy_t.unsqueeze(-1) * C_t.unsqueeze(2)  # [L, B, D, N]
+        for t in range(length - 2, -1, -1):
+            g[t].addcmul_(dA[t + 1], g[t + 1])
+
+        gu = gdelta = gA = gB = None
+        if need_u or need_delta:
+            gB_sum = torch.bmm(g.view(lb, d_in, n), B_t.unsqueeze(-1)).view(length, batch, d_in)  # sum_n g B
+        if need_B:
+            dtu = (dt_t * u_t).reshape(lb, 1, d_in)
+            gB = torch.bmm(dtu, g.view(lb, d_in, n)).view(length, batch, n).permute(1, 2, 0)
+        if need_u:
+            gu = (gB_sum * dt_t).permute(1, 2, 0)
+        if need_delta or need_A:
+            # q_t = g_t * h_{t-1} * dA_t (q_0 = 0 since h_{-1} = 0); reuse dA's memory
+            q = dA[1:]
+            q.mul_(h[:-1]).mul_(g[1:])  # [L-1, B, D, N]
+            q2 = q.view((length - 1) * batch, d_in, n)
+            if need_delta:
+                gdelta = gB_sum * u_t
+                # sum_n q A, batched over d: [D, (L-1)B, N] @ [D, N, 1]
+                gdelta[1:] += torch.bmm(q2.transpose(0, 1), A.unsqueeze(-1)).squeeze(-1).t().view(length - 1, batch, d_in)
+                gdelta = gdelta.permute(1, 2, 0)
+            if need_A:
+                # sum_{l,b} q delta, batched over d: [D, 1, (L-1)B] @ [D, (L-1)B, N]
+                dt_prev = dt_t[1:].reshape((length - 1) * batch, d_in)
+                gA = torch.bmm(dt_prev.t().unsqueeze(1), q2.transpose(0, 1)).squeeze(1)
+        return gu, gdelta, gA, gB, gC
+
+
+def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                         C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                         delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
+    """Fast selective scan of Mamba (Gu & Dao 2023) in plain PyTorch; same maths as ``selective_scan_ref``.
+
+    Args and shapes as ``selective_scan_ref`` (and mamba_ssm's ``selective_scan_fn``):
+    u, delta ``[B, D_in, L]``; A ``[D_in, N]``; B, C ``[B, N, L]``; D, delta_bias
+    ``[D_in]``; z ``[B, D_in, L]``. Returns y ``[B, D_in, L]``.
+
+    Half-precision inputs (float16/bfloat16, e.g. under autocast) are scanned
+    in float32 and the result is cast back, because a long product of decays
+    in 8 mantissa bits loses the state. Works on any device and any ``L >= 1``.
+    Memory: two ``[L, B, D_in, N]`` buffers are kept for the backward.
+    """
+    _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    out_dtype = u.dtype
+    work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
+    u_w, delta_w = u.to(work), delta.to(work)
+    delta_w = _prepare_delta(delta_w, None if delta_bias is None else delta_bias.to(work), delta_softplus)
+    y = _ScanCore.apply(u_w, delta_w, A.to(work), B.to(work), C.to(work))
+    if D is not None:
+        y = y + u_w * D.to(work)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- CUDA backend (optional)
+
+_CUDA_OPS: dict[str, Any] | None = None
+
+
+def _load_cuda_ops() -> dict[str, Any]:
+    """Import mamba_ssm's selective scan (and causal_conv1d if present) once.
+
+    Returns a dict with ``scan`` (or None), ``conv`` (or None) and ``error``
+    (why the scan is unavailable). Any exception is caught: a broken CUDA
+    extension must not stop the torch backend from working.
+    """
+    global _CUDA_OPS
+    if _CUDA_OPS is None:
+        ops: dict[str, Any] = {"scan": None, "conv": None, "error": ""}
+        try:
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+            ops["scan"] = selective_scan_fn
+        except Exception as err:  # ImportError, or OSError from a mismatched build
+            ops["error"] = f"{type(err).__name__}: {err}"
+        try:
+            from causal_conv1d import causal_conv1d_fn
+            ops["conv"] = causal_conv1d_fn
+        except Exception:
+            pass
+        _CUDA_OPS = ops
+    return _CUDA_OPS
+
+
+def cuda_ops_available() -> bool:
+    """True when mamba_ssm's CUDA selective scan can be imported (says nothing about a GPU)."""
+    return _load_cuda_ops()["scan"] is not None
+
+
+def _cuda_missing_message() -> str:
+    return ("backend='cuda' needs the mamba_ssm CUDA kernels, which could not be imported "
+            f"({_load_cuda_ops()['error']}); on a CUDA machine run `pip install -r requirements-cuda.txt`, "
+            "or use backend='torch' (pure PyTorch, any device) or 'auto'")
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class Mamba(nn.Module):
+    """The Mamba block of Gu & Dao (2023, Fig. 3): in_proj -> causal depthwise conv -> SiLU ->
+    selective SSM, gated by SiLU(z) -> out_proj.
+
+    Parameter names and shapes equal ``mamba_ssm.modules.mamba_simple.Mamba``
+    (``in_proj.weight [2E, d]``, ``conv1d.weight [E, 1, d_conv]``, ``conv1d.bias [E]``,
+    ``x_proj.weight [R + 2N, E]``, ``dt_proj.weight [E, R]``, ``dt_proj.bias [E]``,
+    ``A_log [E, N]``, ``D [E]``, ``out_proj.weight [d, E]``, with ``E = expand * d``,
+    ``R = dt_rank``), so one checkpoint serves both backends.
+
+    Initialisation (paper, Sec. 3.6 and App. E): ``A = -[1..N]`` per channel
+    (stored as ``A_log = log([1..N])``, S4D-real), ``D = 1``, ``dt_proj.bias =
+    softplus^{-1}(dt)`` with ``dt`` log-uniform in ``[dt_min, dt_max]`` (floored
+    at ``dt_init_floor``), ``dt_proj.weight ~ U(-R^-0.5, R^-0.5)``.
+
+    Args:
+        backend: "auto" (mamba_ssm CUDA scan when importable and the input is on
+            CUDA, else our torch scan), "cuda" (require mamba_ssm), "torch" (always ours).
+    forward: ``x [B, L, d_model] -> [B, L, d_model]``; causal in time.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Mamba: {name} must be a positive integer, got {value!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"Mamba: backend must be one of {BACKENDS}, got {backend!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"Mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if backend == "cuda" and not cuda_ops_available():
+            raise RuntimeError(_cuda_missing_message())
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        if self.dt_rank < 1:
+            raise ValueError(f"Mamba: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        self.backend = backend
+
+        e, n, r = self.d_inner, d_state, self.dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * e, bias=bias)
+        self.conv1d = nn.Conv1d(e, e, kernel_size=d_conv, groups=e, padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(e, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, e, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1))  # [E, N]
+        self.D = nn.Parameter(torch.ones(e))
+        self.out_proj = nn.Linear(e, d_model, bias=bias)
+        # optimisers may read these flags to exclude them from weight decay / re-initialisation
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self._init_dt(dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def _init_dt(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+        std = self.dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        dt = torch.exp(log_dt).clamp(min=dt_init_floor)
+        # inverse of softplus: softplus(dt + log(1 - exp(-dt))) = dt
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+
+    def _use_cuda(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch":
+            return False
+        if self.backend == "cuda":
+            if not x.is_cuda:
+                raise RuntimeError("Mamba(backend='cuda') got an input on "
+                                   f"{x.device}; move the model and data to CUDA or use backend='auto'")
+            return True
+        return x.is_cuda and cuda_ops_available()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba expects [batch, length, d_model={self.d_model}], got {tuple(x.shape)}")
+        length = x.shape[1]
+        use_cuda = self._use_cuda(x)
+        ops = _load_cuda_ops() if use_cuda else None
+        xz = self.in_proj(x).transpose(1, 2)  # [B, 2E, L]
+        xs, z = xz.chunk(2, dim=1)  # [B, E, L] each
+        if use_cuda and ops["conv"] is not None:
+            xs = ops["conv"](xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        else:
+            xs = F.silu(self.conv1d(xs)[..., :length])  # padding d_conv-1 both sides; keep the causal part
+        x_dbl = self.x_proj(xs.transpose(1, 2))  # [B, L, R + 2N]
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # [B, L, E]; the bias goes in as delta_bias
+        A = -torch.exp(self.A_log.float())  # [E, N]
+        # scan inputs: u, delta, z [B, E, L]; B, C [B, N, L]
+        u, delta, B, C = xs, dt.transpose(1, 2), B.transpose(1, 2), C.transpose(1, 2)
+        if use_cuda:  # the CUDA kernel wants unit stride along time
+            u, delta, B, C, z = (t.contiguous() for t in (u, delta, B, C, z))
+        scan: Callable[..., torch.Tensor] = ops["scan"] if use_cuda else selective_scan_torch
+        y = scan(u, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        return self.out_proj(y.transpose(1, 2))  # [B, L, d_model]
+
+
+class MambaStack(nn.Module):
+    """``n_layers`` pre-norm residual Mamba blocks, then a final LayerNorm.
+
+    Each block computes ``x + Mamba(LayerNorm(x))`` (the residual layout of the
+    Mamba language models, Gu & Dao 2023). Parameters are named
+    ``layers.<i>.norm``, ``layers.<i>.mixer`` (a ``Mamba``) and ``norm_f``.
+    forward: ``[B, L, d_model] -> [B, L, d_model]``.
+    """
+
+    def __init__(self, d_model: int, n_layers: int = 1, d_state: int = 16, d_conv: int = 4,
+                 expand: int = 2, backend: str = "auto") -> None:
+        super().__init__()
+        if not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"MambaStack: n_layers must be a positive integer, got {n_layers!r}")
+        self.layers = nn.ModuleList(_Block(d_model, d_state, d_conv, expand, backend) for _ in range(n_layers))
+        self.norm_f = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm_f(x)
+
+
+class _Block(nn.Module):
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, backend: str) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.mixer = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mixer(self.norm(x))
