@@ -1,0 +1,149 @@
+"""CrossAlign entry point: parse flags, validate them, dispatch to an experiment in `exp/`.
+
+Flag names follow the Time-Series-Library where one exists there, so
+researchers can reuse their command lines:
+
+    python run.py --task_name anomaly_detection --is_training 1 --model CrossAlign \
+        --data SMD --root_path ./dataset/SMD --seq_len 100 --anomaly_ratio 0.3
+
+Per-dataset defaults (window, anomaly ratio, batch size, epochs) come from the
+spec table in `data_provider/specs.py`; a flag given on the command line wins.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+TASKS = ("anomaly_detection", "long_term_forecast")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="CrossAlign: cross alignment of a state space model and LLMs for time series.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("basic")
+    g.add_argument("--task_name", default="anomaly_detection", choices=TASKS)
+    g.add_argument("--is_training", type=int, default=1, choices=(0, 1),
+                   help="1: train then test; 0: test the saved checkpoint of this setting")
+    g.add_argument("--model_id", default=None, help="free-form run name (default: <data>)")
+    g.add_argument("--model", default="CrossAlign", help="registered model name (see models/__init__.py)")
+    g.add_argument("--des", default="exp", help="free-form description appended to the setting")
+    g.add_argument("--itr", type=int, default=1, help="repeat the experiment this many times (seed + i)")
+    g.add_argument("--seed", type=int, default=2024)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="Synthetic", help="dataset name from the spec table, e.g. SMD, MSL, ETTh1, custom")
+    g.add_argument("--root_path", default=None, help="dataset folder (default ./dataset/<data>)")
+    g.add_argument("--data_path", default=None, help="file name inside root_path (forecasting CSVs)")
+    g.add_argument("--entity", default=None, help="sub-series: SMD machine (machine-1-2) or UCR id (135)")
+    g.add_argument("--train_file", default=None, help="custom: training CSV/NPY file")
+    g.add_argument("--test_file", default=None, help="custom: test CSV/NPY file")
+    g.add_argument("--label_column", default=None, help="custom: name of the label column in the test file")
+    g.add_argument("--label_file", default=None, help="custom: separate label file (CSV/NPY, one value per row)")
+    g.add_argument("--seq_len", "--win_size", dest="seq_len", type=int, default=None,
+                   help="window length (anomaly) or lookback (forecast); default from the dataset table")
+    g.add_argument("--step", type=int, default=1, help="stride between training windows")
+    g.add_argument("--test_step", type=int, default=None,
+                   help="stride between test windows (default seq_len: non-overlapping); smaller averages overlaps")
+    g.add_argument("--anomaly_ratio", type=float, default=None,
+                   help="expected anomaly percentage in (0, 50]; default from the dataset table")
+    g.add_argument("--num_workers", type=int, default=0)
+    g.add_argument("--synthetic_length", type=int, default=6000, help="Synthetic: points per split")
+    g.add_argument("--synthetic_channels", type=int, default=8, help="Synthetic: number of channels")
+    g.add_argument("--synthetic_anomaly_rate", type=float, default=0.02,
+                   help="Synthetic: fraction of test points inside injected anomalies")
+    g.add_argument("--synthetic_seed", type=int, default=0, help="Synthetic: generator seed (data, not model)")
+
+    g = p.add_argument_group("forecasting")
+    g.add_argument("--features", default="M", choices=("M", "S", "MS"),
+                   help="M: multivariate in and out; S: target only; MS: multivariate in, target out")
+    g.add_argument("--target", default="OT", help="target column for S/MS")
+    g.add_argument("--freq", default=None,
+                   help="sampling frequency (informational; time features unused); default from the dataset table")
+    g.add_argument("--label_len", type=int, default=None,
+                   help="start-token length kept for TSLib compatibility (default seq_len // 2)")
+    g.add_argument("--pred_len", type=int, default=96, help="forecast horizon")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=None, help="default from the dataset table")
+    g.add_argument("--train_epochs", type=int, default=None, help="default from the dataset table")
+    g.add_argument("--learning_rate", type=float, default=1e-4)
+    g.add_argument("--lradj", default="type1", choices=("type1", "cosine", "constant"),
+                   help="type1: halve every epoch (TSLib); cosine: cosine decay over the epochs")
+    g.add_argument("--patience", type=int, default=3, help="early-stopping patience on the validation loss")
+    g.add_argument("--max_train_steps", type=int, default=None,
+                   help="stop each epoch after this many batches (quick runs)")
+    g.add_argument("--use_gpu", type=int, default=1, choices=(0, 1), help="use CUDA when available")
+    g.add_argument("--gpu", type=int, default=0)
+    g.add_argument("--bf16", type=int, default=0, choices=(0, 1), help="bf16 autocast for matmuls (CPU and CUDA)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    g.add_argument("--checkpoints", default="./checkpoints")
+    g.add_argument("--results", default="./results")
+    g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
+
+    g = p.add_argument_group("model: common")
+    g.add_argument("--d_model", type=int, default=128, help="hidden width of baselines (CrossAlign uses the LLM's)")
+    g.add_argument("--n_heads", type=int, default=8)
+    g.add_argument("--dropout", type=float, default=0.1)
+
+    g = p.add_argument_group("model: CrossAlign LLM branch")
+    g.add_argument("--llm", default="gpt2",
+                   help="Hugging Face id or local dir; short offline names: minilm, smollm2; 'none' removes the branch")
+    g.add_argument("--llm_layers", type=int, default=6, help="keep the first N blocks of the LLM")
+    g.add_argument("--llm_init", default="pretrained", choices=("pretrained", "random"))
+    g.add_argument("--lora_r", type=int, default=8)
+    g.add_argument("--lora_alpha", type=int, default=16)
+    g.add_argument("--lora_dropout", type=float, default=0.1)
+    g.add_argument("--pmd", type=int, default=1, choices=(0, 1), help="Principal Memory Distillation on/off")
+    g.add_argument("--pmd_size", type=int, default=500, help="principal memory tokens K (capped at d)")
+    g.add_argument("--pmd_rounds", type=int, default=1, help="cross-attention rounds into the memory")
+    g.add_argument("--cons_weight", type=float, default=0.1, help="weight of the PMD consistency loss")
+
+    g = p.add_argument_group("model: CrossAlign frequency branch")
+    g.add_argument("--d_ssm", type=int, default=128, help="Mamba model width")
+    g.add_argument("--ssm_layers", type=int, default=2)
+    g.add_argument("--d_state", type=int, default=16)
+    g.add_argument("--d_conv", type=int, default=4)
+    g.add_argument("--expand", type=int, default=2)
+    g.add_argument("--fft", type=int, default=1, choices=(0, 1), help="0: keep Mamba output in time (ablation)")
+    g.add_argument("--ssm_backend", default="auto", choices=("auto", "cuda", "torch"))
+
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--pot_risk", type=float, default=1e-3, help="POT/SPOT risk level q")
+    g.add_argument("--pot_level", type=float, default=0.98, help="POT initial quantile for the tail fit")
+    g.add_argument("--vus_window", type=int, default=None,
+                   help="range-AUC/VUS sliding window (default: estimated period, as TSB-AD)")
+    g.add_argument("--no_plot", action="store_true", help="skip scores.png")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from utils.config import finalize_args  # heavy imports after --help
+
+    try:
+        args = finalize_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from exp import get_experiment
+
+    exp_cls = get_experiment(args.task_name)
+    base_seed = args.seed
+    for i in range(args.itr):
+        args.seed = base_seed + i
+        exp = exp_cls(args)
+        setting = exp.setting(i)
+        if args.is_training:
+            print(f">>> training {setting}")
+            exp.train(setting)
+        print(f">>> testing {setting}")
+        exp.test(setting)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Benchmarks that print tables: `python -m utils.benchmark {scan,model,metrics} [options]`.
+
+Each benchmark lives in its own module (`utils/bench_<name>.py`) exposing
+`add_args(parser)` and `main(args)`. Speed is compared side by side in one
+run (ratios), since the machine may be shared and noisy; nothing here is a test.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {
+    "scan": ("utils.bench_scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
+    "model": ("utils.bench_model", "CrossAlign train/inference step vs a plain GPT2Model"),
+    "metrics": ("utils.bench_metrics", "full evaluation suite on a long synthetic series"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="name", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_args(sp)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            sp.set_defaults(_missing=True)
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", False):
+        parser.error(f"benchmark {args.name!r} is not available ({args._module} missing)")
+    return importlib.import_module(args._module).main(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
