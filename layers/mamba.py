@@ -113,90 +113,138 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
 # --------------------------------------------------------------------------- fast torch scan
 
 
+# Elements per [B, T, N, D] work buffer: on CPU four of them should sit in the
+# last-level cache (page faults on fresh large allocations and DRAM traffic cost
+# more than the arithmetic); on CUDA fewer, larger chunks mean fewer launches.
+_CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 25}
+
+
+def _chunk_len(batch: int, n: int, d: int, length: int, device: torch.device) -> int:
+    """Time steps per chunk T so that one [B, T, N, D] buffer holds about _CHUNK_ELEMS elements."""
+    target = _CHUNK_ELEMS.get(device.type, _CHUNK_ELEMS["cuda"])
+    return max(1, min(length, target // max(1, batch * n * d)))
+
+
+def _buffer(flat: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A contiguous view of the first prod(shape) elements of a flat workspace."""
+    return flat[: math.prod(shape)].view(shape)
+
+
+def _chunk_states(dt: torch.Tensor, dtu: torch.Tensor, At: torch.Tensor, Bc: torch.Tensor,
+                  h_prev: torch.Tensor | None, dA: torch.Tensor, h: torch.Tensor) -> tuple:
+    """Fill dA = exp(delta A) and the states h of one time chunk, starting from h_prev.
+
+    dt, dtu [B, T, D]; At [N, D]; Bc [B, T, N]; h_prev [B, N, D] or None (zero state);
+    dA, h [B, T, N, D] buffers written in place. Returns the per-step views of (dA, h).
+    """
+    torch.mul(dt.unsqueeze(2), At, out=dA).exp_()  # every factor is exp of the step's own delta*A
+    torch.mul(Bc.unsqueeze(-1), dtu.unsqueeze(2), out=h)  # delta u B, then scanned in place
+    das, hs = dA.unbind(1), h.unbind(1)  # T views [B, N, D], made once (indexing costs per call)
+    if h_prev is not None:
+        hs[0].addcmul_(das[0], h_prev)
+    for t in range(1, len(hs)):
+        hs[t].addcmul_(das[t], hs[t - 1])
+    return das, hs
+
+
 class _ScanCore(torch.autograd.Function):
     """y_t = <h_t, C_t>,  h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, with a hand-written backward.
 
-    Work layout is time-major ``[L, B, D_in, N]`` so that each step of the
-    sequential loops touches one contiguous ``[B, D_in, N]`` slab. The
-    sequential loop does the minimum arithmetic (one fused multiply-add per
-    element and step); everything else is batched over all steps. Because
-    ``exp(delta * A)`` is formed per step (never a ratio of cumulative
-    products) nothing can overflow for long sequences or large ``delta``.
+    Internal layout (batch, time, state, channel): u, delta [B, L, D]; At = A^T [N, D];
+    B, C [B, L, N]; y [B, L, D]. Channels last so sums over the state index are
+    vectorised across channels.
 
-    Backward (derived by hand from the recurrence): with g_t = dLoss/dh_t,
-        g_t = gy_t C_t + exp(delta_{t+1} A) g_{t+1}        (a reverse scan)
-        q_t = g_t * h_{t-1} * exp(delta_t A)               (= dLoss/d(delta_t A))
+    Time is cut into chunks of T steps whose [B, T, N, D] tensors are built in a
+    few reused buffers; within a chunk the recurrence runs as one fused
+    multiply-add per step on a [B, N, D] slab, so the Python loop has L steps in
+    all. Only the state entering each chunk is saved for the backward, which
+    recomputes a chunk's states from it (as FlashAttention recomputes attention):
+    saved memory is O(B L D + B D N L / T) instead of O(B L D N), and on CPU this
+    is faster than keeping the states because large fresh allocations are slow.
+    Each decay factor is exp of a single step's delta*A (never a ratio of
+    cumulative products), so nothing overflows for long L or large delta.
+
+    Backward, derived from the recurrence, with g_t = dLoss/dh_t:
+        g_t = gy_t C_t + exp(delta_{t+1} A) g_{t+1}        (reverse scan, carried across chunks)
+        q_t = g_t * exp(delta_t A) * h_{t-1}               (= dLoss/d(delta_t A); h_{-1} = 0)
         dA = sum_{b,t} q_t delta_t,   ddelta = sum_n q_t A + u sum_n g_t B_t,
         du = delta sum_n g_t B_t,     dB_t = sum_d g_t delta_t u_t,   dC_t = sum_d gy_t h_t.
     """
 
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, At: torch.Tensor, B: torch.Tensor,
                 C: torch.Tensor) -> torch.Tensor:
-        # u, delta [B, D, L]; A [D, N]; B, C [B, N, L]
-        # small [L, B, *] copies made contiguous so every [L, B, D, N] product below is contiguous
-        u_t = u.permute(2, 0, 1).contiguous()  # [L, B, D]
-        dt_t = delta.permute(2, 0, 1).contiguous()  # [L, B, D]
-        B_t = B.permute(2, 0, 1).contiguous()  # [L, B, N]
-        C_t = C.permute(2, 0, 1).contiguous()  # [L, B, N]
-        length, batch, d_in = u_t.shape
-        n = A.shape[1]
-        dA = torch.exp(dt_t.unsqueeze(-1) * A)  # [L, B, D, N]
-        # h starts as delta*u*B and is scanned in place: h_t += dA_t * h_{t-1}
-        h = (dt_t * u_t).unsqueeze(-1) * B_t.unsqueeze(2)  # [L, B, D, N]
-        for t in range(1, length):
-            h[t].addcmul_(dA[t], h[t - 1])
-        # y[l, b, d] = sum_n h[l, b, d, n] C[l, b, n]
-        y = torch.bmm(h.view(length * batch, d_in, n),
-                      C_t.reshape(length * batch, n, 1)).view(length, batch, d_in)
-        ctx.save_for_backward(u, delta, A, B, C, dA, h)
-        return y.permute(1, 2, 0)  # [B, D, L] (a view; callers may .contiguous())
+        bsz, length, d = u.shape
+        n = At.shape[0]
+        T = _chunk_len(bsz, n, d, length, u.device)
+        starts = range(0, length, T)
+        dtu = delta * u  # [B, L, D]
+        work = u.new_empty(2, bsz * T * n * d)
+        y = u.new_empty(bsz, length, d)
+        keep = any(ctx.needs_input_grad)
+        # h_in[c - 1] = state entering chunk c (chunk 0 starts from zero); only kept for backward
+        h_in = u.new_empty(max(len(starts) - 1, 0) if keep else min(len(starts) - 1, 1), bsz, n, d)
+        h_prev = None
+        for c, t0 in enumerate(starts):
+            t1 = min(t0 + T, length)
+            tc = t1 - t0
+            dA, h = _buffer(work[0], bsz, tc, n, d), _buffer(work[1], bsz, tc, n, d)
+            _, hs = _chunk_states(delta[:, t0:t1], dtu[:, t0:t1], At, B[:, t0:t1], h_prev, dA, h)
+            # y[b, t, d] = sum_n C[b, t, n] h[b, t, n, d]
+            y[:, t0:t1] = torch.bmm(C[:, t0:t1].reshape(bsz * tc, 1, n), h.view(bsz * tc, n, d)).view(bsz, tc, d)
+            if t1 < length:  # the next chunk overwrites the buffers: keep its entering state
+                h_prev = h_in[c if keep else 0].copy_(hs[-1])
+        ctx.chunk = T
+        ctx.save_for_backward(u, delta, At, B, C, h_in if keep else None)
+        return y
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor):
-        u, delta, A, B, C, dA, h = ctx.saved_tensors
-        need_u, need_delta, need_A, need_B, need_C = ctx.needs_input_grad
-        length, batch, d_in, n = h.shape
-        lb = length * batch
-        u_t = u.permute(2, 0, 1).contiguous()  # [L, B, D]
-        dt_t = delta.permute(2, 0, 1).contiguous()
-        B_t = B.permute(2, 0, 1).reshape(lb, n)  # [LB, N]
-        C_t = C.permute(2, 0, 1).contiguous()  # [L, B, N]
-        gy_t = gy.permute(2, 0, 1).contiguous()  # [L, B, D]
-
-        gC = None
-        if need_C:
-            # dC[l, b, n] = sum_d gy[l, b, d] h[l, b, d, n]
-            gC = torch.bmm(gy_t.reshape(lb, 1, d_in), h.view(lb, d_in, n)).view(length, batch, n).permute(1, 2, 0)
-
-        # g_t = gy_t C_t + dA_{t+1} g_{t+1}, scanned in place from the end
-        g = gy_t.unsqueeze(-1) * C_t.unsqueeze(2)  # [L, B, D, N]
-        for t in range(length - 2, -1, -1):
-            g[t].addcmul_(dA[t + 1], g[t + 1])
-
-        gu = gdelta = gA = gB = None
-        if need_u or need_delta:
-            gB_sum = torch.bmm(g.view(lb, d_in, n), B_t.unsqueeze(-1)).view(length, batch, d_in)  # sum_n g B
-        if need_B:
-            dtu = (dt_t * u_t).reshape(lb, 1, d_in)
-            gB = torch.bmm(dtu, g.view(lb, d_in, n)).view(length, batch, n).permute(1, 2, 0)
-        if need_u:
-            gu = (gB_sum * dt_t).permute(1, 2, 0)
-        if need_delta or need_A:
-            # q_t = g_t * h_{t-1} * dA_t (q_0 = 0 since h_{-1} = 0); reuse dA's memory
-            q = dA[1:]
-            q.mul_(h[:-1]).mul_(g[1:])  # [L-1, B, D, N]
-            q2 = q.view((length - 1) * batch, d_in, n)
-            if need_delta:
-                gdelta = gB_sum * u_t
-                # sum_n q A, batched over d: [D, (L-1)B, N] @ [D, N, 1]
-                gdelta[1:] += torch.bmm(q2.transpose(0, 1), A.unsqueeze(-1)).squeeze(-1).t().view(length - 1, batch, d_in)
-                gdelta = gdelta.permute(1, 2, 0)
-            if need_A:
-                # sum_{l,b} q delta, batched over d: [D, 1, (L-1)B] @ [D, (L-1)B, N]
-                dt_prev = dt_t[1:].reshape((length - 1) * batch, d_in)
-                gA = torch.bmm(dt_prev.t().unsqueeze(1), q2.transpose(0, 1)).squeeze(1)
-        return gu, gdelta, gA, gB, gC
+        u, delta, At, B, C, h_in = ctx.saved_tensors
+        bsz, length, d = u.shape
+        n = At.shape[0]
+        T = ctx.chunk
+        dtu = delta * u
+        work = u.new_empty(4, bsz * T * n * d)
+        carry = u.new_empty(bsz, n, d)  # exp(delta_{t1} A) g_{t1} flowing back into the previous chunk
+        gu, gdelta = torch.empty_like(u), torch.empty_like(u)
+        gB, gC = torch.empty_like(B), torch.empty_like(C)
+        gAt = torch.zeros_like(At)
+        starts = list(range(0, length, T))
+        for c in range(len(starts) - 1, -1, -1):
+            t0 = starts[c]
+            t1 = min(t0 + T, length)
+            tc, m = t1 - t0, bsz * (t1 - t0)
+            dA, h, g, tmp = (_buffer(work[i], bsz, tc, n, d) for i in range(4))
+            h_prev = h_in[c - 1] if c > 0 else None
+            dt, u_c, gy_c = delta[:, t0:t1], u[:, t0:t1], gy[:, t0:t1]
+            das, hs = _chunk_states(dt, dtu[:, t0:t1], At, B[:, t0:t1], h_prev, dA, h)
+            # dC = sum_d gy h
+            gC[:, t0:t1] = torch.mul(h, gy_c.unsqueeze(2), out=tmp).sum(-1)
+            # reverse scan of g = gy C + exp(delta_{t+1} A) g_{t+1}
+            torch.mul(C[:, t0:t1].unsqueeze(-1), gy_c.unsqueeze(2), out=g)
+            gs = g.unbind(1)
+            if c < len(starts) - 1:
+                gs[-1].add_(carry)
+            for t in range(tc - 2, -1, -1):
+                gs[t].addcmul_(das[t + 1], gs[t + 1])
+            if c > 0:
+                torch.mul(das[0], gs[0], out=carry)
+            # sum_n g B  [B, tc, D]
+            gBsum = torch.bmm(B[:, t0:t1].reshape(m, 1, n), g.view(m, n, d)).view(bsz, tc, d)
+            gu[:, t0:t1] = gBsum * dt
+            # dB = sum_d g delta u
+            gB[:, t0:t1] = torch.mul(g, dtu[:, t0:t1].unsqueeze(2), out=tmp).sum(-1)
+            # q = g * exp(delta A) * h_{t-1}, in place in dA
+            q = dA.mul_(g)
+            q[:, 1:].mul_(h[:, :-1])
+            if h_prev is not None:
+                q[:, 0].mul_(h_prev)
+            else:
+                q[:, 0].zero_()
+            gdelta[:, t0:t1] = torch.addcmul(torch.mul(q, At, out=tmp).sum(2), gBsum, u_c)
+            gAt += torch.mul(q, dt.unsqueeze(2), out=tmp).sum((0, 1))
+        return gu, gdelta, gAt, gB, gC
 
 
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -206,24 +254,33 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
 
     Args and shapes as ``selective_scan_ref`` (and mamba_ssm's ``selective_scan_fn``):
     u, delta ``[B, D_in, L]``; A ``[D_in, N]``; B, C ``[B, N, L]``; D, delta_bias
-    ``[D_in]``; z ``[B, D_in, L]``. Returns y ``[B, D_in, L]``.
+    ``[D_in]``; z ``[B, D_in, L]``. Returns y ``[B, D_in, L]`` (a transposed view of
+    a ``[B, L, D_in]`` tensor, the layout a following linear layer wants).
 
-    Half-precision inputs (float16/bfloat16, e.g. under autocast) are scanned
-    in float32 and the result is cast back, because a long product of decays
-    in 8 mantissa bits loses the state. Works on any device and any ``L >= 1``.
-    Memory: two ``[L, B, D_in, N]`` buffers are kept for the backward.
+    Works on any device and any ``L >= 1``. Half-precision inputs (float16 or
+    bfloat16, e.g. under autocast) are scanned in float32 with autocast off and
+    the result is cast back, because a long product of decays in 8 mantissa
+    bits loses the state. Memory kept for the backward is O(B L D_in), not
+    O(B L D_in N): states are recomputed chunk by chunk (see ``_ScanCore``).
     """
     _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     out_dtype = u.dtype
     work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
-    u_w, delta_w = u.to(work), delta.to(work)
-    delta_w = _prepare_delta(delta_w, None if delta_bias is None else delta_bias.to(work), delta_softplus)
-    y = _ScanCore.apply(u_w, delta_w, A.to(work), B.to(work), C.to(work))
-    if D is not None:
-        y = y + u_w * D.to(work)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(work))
-    return y.to(out_dtype)
+    with torch.autocast(u.device.type, enabled=False):
+        # [B, D, L] -> [B, L, D]: free when the caller's tensor is a transposed [B, L, D] (as in Mamba)
+        tl = lambda t: t.to(work).transpose(1, 2).contiguous()  # noqa: E731
+        u_w = tl(u)
+        delta_w = tl(delta)
+        if delta_bias is not None:
+            delta_w = delta_w + delta_bias.to(work)
+        if delta_softplus:
+            delta_w = F.softplus(delta_w)
+        y = _ScanCore.apply(u_w, delta_w, A.to(work).t().contiguous(), tl(B), tl(C))  # [B, L, D]
+        if D is not None:
+            y = torch.addcmul(y, u_w, D.to(work))
+        if z is not None:
+            y = y * F.silu(tl(z))
+    return y.to(out_dtype).transpose(1, 2)
 
 
 # --------------------------------------------------------------------------- CUDA backend (optional)

@@ -19,10 +19,20 @@ def _scan_inputs(batch: int, d_in: int, n: int, length: int, dtype=torch.float64
                 delta_bias=r(d_in) * 0.3)
 
 
+def _set_chunk(monkeypatch, steps: int | None, batch: int, d_in: int, n: int) -> None:
+    """Force chunks of `steps` time steps (None: the default, one chunk at these sizes)."""
+    if steps is not None:
+        monkeypatch.setitem(mamba_mod._CHUNK_ELEMS, "cpu", steps * batch * d_in * n)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
 @pytest.mark.parametrize("length", [1, 2, 7, 64, 105])
 @pytest.mark.parametrize("softplus,bias,use_z,use_d", [
     (True, True, True, True), (False, False, False, False), (True, False, True, False), (False, True, False, True)])
-def test_torch_scan_matches_reference_outputs_and_grads(length, softplus, bias, use_z, use_d):
+def test_torch_scan_matches_reference_outputs_and_grads(monkeypatch, chunk, length, softplus, bias, use_z, use_d):
+    _set_chunk(monkeypatch, chunk, 2, 4, 3)
+    if chunk is not None:
+        assert mamba_mod._chunk_len(2, 3, 4, length, torch.device("cpu")) == min(chunk, length)
     inp = _scan_inputs(2, 4, 3, length)
     if not softplus:
         inp["delta"] = inp["delta"].abs()  # keep delta >= 0 as softplus would
@@ -46,7 +56,9 @@ def test_torch_scan_matches_reference_outputs_and_grads(length, softplus, bias, 
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=lambda m: f"grad of {name}: {m}")
 
 
-def test_partial_grads_only_requested_inputs():
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_partial_grads_only_requested_inputs(monkeypatch, chunk):
+    _set_chunk(monkeypatch, chunk, 2, 3, 2)
     inp = _scan_inputs(2, 3, 2, 9)
     B = inp["B"].clone().requires_grad_(True)
     y = selective_scan_torch(inp["u"], inp["delta"], inp["A"], B, inp["C"])
@@ -56,8 +68,10 @@ def test_partial_grads_only_requested_inputs():
     torch.testing.assert_close(gB, gB_ref)
 
 
-def test_long_sequence_large_delta_is_finite_and_exact():
+@pytest.mark.parametrize("chunk", [None, 64])
+def test_long_sequence_large_delta_is_finite_and_exact(monkeypatch, chunk):
     # delta*A down to -2000 per step and L=1000: a cumulative-product formulation would overflow
+    _set_chunk(monkeypatch, chunk, 1, 2, 4)
     inp = _scan_inputs(1, 2, 4, 1000, dtype=torch.float32, seed=3)
     inp["delta"] = inp["delta"].abs() * 50
     inp["A"] = inp["A"] * 10
