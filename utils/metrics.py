@@ -281,7 +281,7 @@ def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffe
     first threshold that predicts it, so every count becomes a cumulative histogram. Cost
     O(T log T + (max_buffer + 1) * (points within max_buffer // 2 of a segment)).
 
-    Returns {"range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}; NaN when labels are all 0.
+    Returns {"range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}; NaN when labels are all 0 (or all 1).
     """
     s = check_scores(scores)
     y = check_labels(labels, s.shape[0])
@@ -292,7 +292,7 @@ def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffe
     nan = float("nan")
     out_nan = {"range_auc_roc": nan, "range_auc_pr": nan, "vus_roc": nan, "vus_pr": nan}
     starts, ends = segments(y)
-    if len(starts) == 0:
+    if len(starts) == 0 or y.all():
         return out_nan
     n, K = s.shape[0], int(n_thresholds)
     last = ends - 1  # last anomalous index of each segment

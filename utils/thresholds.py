@@ -19,7 +19,8 @@ with n calibration points and N_t excesses. The GPD is fitted by maximum likelih
 (1993) reduction to one variable, as in Siffer et al.: the ML solution satisfies u(x) v(x) = 1 with
 x = gamma / sigma, u(x) = mean(1 / (1 + x Y)), v(x) = 1 + mean(log(1 + x Y)); gamma = v(x) - 1. The
 roots are bracketed on a grid over (-1 / max Y, 0) and (0, 2 (mean Y - min Y) / min Y^2), refined by
-Brent's method, and the candidate (including x = 0, the exponential fit) of highest likelihood wins.
+Brent's method, and the candidate of highest likelihood wins among the roots, x = 0 (the exponential
+fit) and the bracket ends (where bounded tails, e.g. uniform scores, have their maximum and no root).
 """
 from __future__ import annotations
 
@@ -92,7 +93,12 @@ def fit_gpd(excesses: np.ndarray, n_grid: int = 64) -> tuple[float, float]:
     if hi_pos > eps:
         brackets.append(np.geomspace(eps, hi_pos, n_grid))
     for grid in brackets:
-        grid = grid[(grid != 0)]
+        # the profile likelihood at the bracket ends is a candidate too: for short-tailed (bounded)
+        # excesses such as uniform scores the maximum sits at x -> -1/max(Y) and w has no root
+        for x in (grid[0], grid[-1]):
+            gamma = float(np.mean(np.log1p(x * y)))
+            if gamma / x > 0:
+                candidates.append((gamma, gamma / x))
         w = _grimshaw_w(grid, y)
         sign_change = np.flatnonzero(np.sign(w[:-1]) * np.sign(w[1:]) < 0)
         for i in sign_change:
@@ -141,8 +147,9 @@ def spot_thresholds(train_scores: np.ndarray, test_scores: np.ndarray, q: float 
                     n_blocks: int = 100) -> dict:
     """SPOT: POT calibrated on training scores, then updated while streaming over the test scores.
 
-    Siffer et al. update after every point: a point above z_q is an alarm (not added to the tail),
-    a point between t and z_q becomes a new excess and the GPD is refitted. To avoid a Python loop
+    Siffer et al. update after every point: a point above z_q is an alarm (left out of the tail and
+    of the point count n), a point between t and z_q becomes a new excess and the GPD is refitted,
+    any other point only increments n. To avoid a Python loop
     over points we update once per block: the test series is cut into `n_blocks` equal blocks, each
     block is judged with the threshold fitted on everything before it (vectorised), then its new
     excesses and its length are added and the GPD is refitted. `n_blocks = len(test)` is exact SPOT.
@@ -163,8 +170,9 @@ def spot_thresholds(train_scores: np.ndarray, test_scores: np.ndarray, q: float 
     for b0 in range(0, s.size, block):
         x = s[b0:b0 + block]
         values.append(z)
-        new = x[(x > t) & (x <= z)] - t  # alarms (x > z) are kept out of the tail model
-        n_seen += x.size
+        normal = x <= z  # alarms (x > z) are kept out of the tail model and out of the count n
+        new = x[normal & (x > t)] - t
+        n_seen += int(normal.sum())
         if new.size:
             peaks.append(new)
             n_peaks += new.size
