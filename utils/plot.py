@@ -2,7 +2,7 @@
 
 Long series are decimated for drawing only: the time axis is cut into at most `max_points` buckets
 and each bucket is drawn at its MAXIMUM score (max-pooling), so a single spike is never lost, unlike
-plain subsampling. Predictions are max-pooled the same way (a bucket is marked if any point in it is
+plain subsampling; a light band spans each bucket's minimum to maximum. Predictions are max-pooled the same way (a bucket is marked if any point in it is
 predicted). True segments are drawn exactly from their start/end indices. 400k points take well
 under a second. Written atomically (temporary file, then rename), with matplotlib's Agg backend.
 """
@@ -44,14 +44,19 @@ def plot_scores(path: str, test_scores: np.ndarray, test_labels: np.ndarray, thr
     y = np.asarray(test_labels).reshape(-1) > 0
     n = s.shape[0]
     xs, ys = _max_pool(s, max_points)
+    _, ys_min = _max_pool(-s, max_points)  # per-bucket minimum, for the band
     preds = predictions or {}
     fig, axes = plt.subplots(2, 1, figsize=(14, 5), sharex=True,
                              gridspec_kw={"height_ratios": [4, max(1, len(preds)) * 0.35 + 0.3]})
     ax, strip = axes
     starts, ends = segments(y)
     for a, b in zip(starts, ends):
-        ax.axvspan(a, b, color="tab:red", alpha=0.15, lw=0)
-    ax.plot(xs, ys, color="tab:blue", lw=0.7, label="score" + (" (max per bucket)" if n > max_points else ""))
+        ax.axvspan(a, b, color="tab:red", alpha=0.3, lw=0, zorder=3)
+    if n > max_points:
+        ax.fill_between(xs, -ys_min, ys, step="post", color="tab:blue", alpha=0.2, lw=0, label="score min..max per bucket")
+        ax.step(xs, ys, where="post", color="tab:blue", lw=0.6, label="score max per bucket")
+    else:
+        ax.plot(xs, ys, color="tab:blue", lw=0.7, label="score")
     for name, value in thresholds.items():
         color = COLORS.get(name, None)
         v = np.asarray(value, dtype=np.float64)
