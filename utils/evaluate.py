@@ -21,7 +21,6 @@ metrics are then null.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np

@@ -2,9 +2,9 @@
 
 Long series are decimated for drawing only: the time axis is cut into at most `max_points` buckets
 and each bucket is drawn at its MAXIMUM score (max-pooling), so a single spike is never lost, unlike
-plain subsampling; a light band spans each bucket's minimum to maximum. Predictions are max-pooled the same way (a bucket is marked if any point in it is
-predicted). True segments are drawn exactly from their start/end indices. 400k points take well
-under a second. Written atomically (temporary file, then rename), with matplotlib's Agg backend.
+plain subsampling; a light band spans each bucket's minimum to maximum. Predictions are max-pooled
+the same way (a bucket is marked if any point in it is predicted). True segments are drawn exactly
+from their start/end indices. 400k points take well under a second. Written atomically (temporary file, then rename), with matplotlib's Agg backend.
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def plot_scores(path: str, test_scores: np.ndarray, test_labels: np.ndarray, thr
     for a, b in zip(starts, ends):
         ax.axvspan(a, b, color="tab:red", alpha=0.3, lw=0, zorder=3)
     if n > max_points:
-        ax.fill_between(xs, -ys_min, ys, step="post", color="tab:blue", alpha=0.2, lw=0, label="score min..max per bucket")
+        ax.fill_between(xs, -ys_min, ys, step="post", color="tab:blue", alpha=0.2, lw=0,
+                        label="score min..max per bucket")
         ax.step(xs, ys, where="post", color="tab:blue", lw=0.6, label="score max per bucket")
     else:
         ax.plot(xs, ys, color="tab:blue", lw=0.7, label="score")

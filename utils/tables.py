@@ -74,7 +74,8 @@ def _stats(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
 
 
-def anomaly_table(df: pd.DataFrame, metric: str, method_col: str = "model", digits: int = 4) -> tuple[str, pd.DataFrame]:
+def anomaly_table(df: pd.DataFrame, metric: str, method_col: str = "model",
+                  digits: int = 4) -> tuple[str, pd.DataFrame]:
     """(Markdown, numeric DataFrame) of `metric`: datasets by methods, with margins over Random."""
     if metric not in df.columns:
         avail = [c for c in df.columns if df[c].dtype.kind == "f"]
