@@ -131,3 +131,18 @@ def test_cli_random_baseline_is_seeded(tmp_path):
     assert reports[0] == reports[1] and reports[0] != reports[2]
     assert reports[0]["source"]["scores"] == "random uniform, seed 5"
     assert 0.4 < reports[0]["threshold_free"]["auc_roc"] < 0.6  # chance level
+
+
+def test_cli_appends_summary_row_for_tables(tmp_path, capsys):
+    from utils import tables
+
+    _, y, _, _ = _series()
+    labels = _save(tmp_path, "l.npy", y)
+    summary = str(tmp_path / "summary.csv")
+    assert cli.main(["--random", "uniform", "--labels", labels, "--summary", summary]) == 2  # needs --data
+    assert "--data" in capsys.readouterr().err
+    for seed in (0, 1):
+        assert cli.main(["--random", "uniform", "--seed", str(seed), "--labels", labels, "--summary", summary,
+                         "--data", "Toy"]) == 0
+    md, table = tables.anomaly_table(tables.load_summary(summary, "anomaly_detection"), "vus_pr")
+    assert table.loc[0, "Random_n"] == 2 and "| Toy |" in md

@@ -66,6 +66,15 @@ def test_cli_writes_tables(summary, tmp_path, capsys):
     assert pd.read_csv(out / "long_term_forecast.csv").shape[0] == 3  # 2 horizons + Avg
 
 
+def test_wide_layout(summary, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert tables.main(["--summary", summary, "--metrics", "paper_pa_f1", "vus_pr", "--layout", "wide",
+                        "--out_dir", str(out)]) == 0
+    md = (out / "anomaly_detection_overview.md").read_text()
+    assert "| MSL | CrossAlign | 2 | 0.9200 ± 0.0283 | 0.3200 ± 0.0283 |" in md
+    assert "| MSL | Random | 1 | 0.8800 | 0.1400 |" in md
+
+
 def test_cli_errors(summary, tmp_path, capsys):
     assert tables.main(["--summary", summary, "--metrics", "nope", "--out_dir", str(tmp_path)]) == 2
     assert "available" in capsys.readouterr().err

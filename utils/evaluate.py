@@ -2,10 +2,11 @@
 
     python -m utils.evaluate --scores S.npy --labels L.npy [--train_scores T.npy] [--val_scores V.npy]
         [--anomaly_ratio R] [--vus_window W | --series X.npy] [--out report.json] [--markdown report.md]
-        [--random uniform --seed N]
+        [--random uniform --seed N] [--summary results/summary.csv --data MSL --model NAME]
 
 Files are `.npy` (1-D, or 2-D with one column) or text/CSV with one value per line. The compact table
-goes to stdout; `--out` writes the full report as JSON, `--markdown` the report.md body (atomic writes).
+goes to stdout; `--out` writes the full report as JSON, `--markdown` the report.md body (atomic writes);
+`--summary` appends the run's row (the same columns as `run.py`'s) to a summary CSV for the tables.
 `--random uniform` replaces the scores (test, and train/val when given) by seeded U(0, 1) scores of
 the same lengths: the chance baseline on any dataset. Then `--scores` is not needed and
 `--train_scores`/`--val_scores` only give lengths, so the raw split files work, e.g.
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
-from utils.evaluation import evaluate_scores, render_markdown, render_table
-from utils.io import save_json, save_text
+from utils.evaluation import evaluate_scores, render_markdown, render_table, summary_row
+from utils.io import append_summary, save_json, save_text
 from utils.metrics import check_labels, check_scores, estimate_period
+from utils.provenance import git_commit
 
 
 def load_array(path: str) -> np.ndarray:
@@ -66,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random", choices=("uniform",), help="evaluate seeded random scores of the same lengths")
     p.add_argument("--seed", type=int, default=0, help="seed for --random")
     p.add_argument("--allow_no_anomalies", action="store_true", help="evaluate all-zero labels (metrics null)")
+    p.add_argument("--summary", help="append a row to this summary CSV (e.g. results/summary.csv) so the "
+                                     "scores enter `python -m utils.tables`; needs --data and --model")
+    p.add_argument("--data", help="dataset name for the summary row (e.g. MSL)")
+    p.add_argument("--entity", default="", help="sub-series for the summary row (SMD machine, UCR id)")
+    p.add_argument("--model", help="method name for the summary row (default Random with --random)")
     p.add_argument("--out", help="write the full report as JSON here")
     p.add_argument("--markdown", help="write the Markdown report here")
     return p
@@ -105,12 +113,22 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    model = args.model or ("Random" if args.random else None)
+    if args.summary and not (args.data and model):
+        print("error: --summary needs --data and --model (the table's row and column)", file=sys.stderr)
+        return 2
     try:
         report = run(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(render_table(report))
+    if args.summary:
+        row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "setting": f"evaluate_{model}_{args.data}",
+               "task_name": "anomaly_detection", "model": model, "model_id": model, "data": args.data,
+               "entity": args.entity, "seed": args.seed if args.random else "", "git_commit": git_commit()["commit"],
+               "anomaly_ratio": args.anomaly_ratio, **summary_row(report)}
+        append_summary(args.summary, row)
     if args.out:
         save_json(args.out, report)
     if args.markdown:

@@ -3,17 +3,19 @@
     python -m utils.tables --summary results/summary.csv [--task anomaly_detection]
         [--metrics paper_pa_f1 trainval_f1 vus_pr ...] [--out_dir results/tables] [--where seq_len=96]
 
-Anomaly detection: one table per metric, datasets (data[/entity]) as rows and methods (`--method_col`,
+Anomaly detection (`--layout per_metric`, the default): one table per metric, datasets (data[/entity]) as rows and methods (`--method_col`,
 default `model`) as columns. Runs of the same (dataset, method), e.g. several seeds, are averaged:
 a cell shows the mean, "± std" when there is more than one run, and "(+0.123)" its margin over the
 `Random` baseline on the same dataset when that baseline was run (`python run.py --model Random ...`
 or `python -m utils.evaluate --random uniform`); a note says where it is missing. An `Avg` row
 averages each method over the datasets it has. Random's own column is the chance level.
 
+`--layout wide`: one overview table, a row per (dataset, method) and a column per metric.
+
 Long-term forecasting: datasets x horizons (`pred_len`) as rows plus an `Avg` row per dataset (the mean
 over its horizons, as in the paper's table), MSE and MAE for each method as columns.
 
-Writes `<out_dir>/<task>_<metric>.md/.csv` (anomaly) or `<out_dir>/long_term_forecast.md/.csv`,
+Writes `<out_dir>/<task>_<metric>.md/.csv` (anomaly; `<task>_overview` for the wide layout) or `<out_dir>/long_term_forecast.md/.csv`,
 atomically, and prints the Markdown. Summary rows need the columns
 `task_name, model, model_id, data, entity, seed` plus the metric columns.
 """
@@ -128,6 +130,28 @@ def anomaly_table(df: pd.DataFrame, metric: str, method_col: str = "model",
     return "\n".join(md + notes) + "\n", table
 
 
+def wide_table(df: pd.DataFrame, metrics: list[str], method_col: str = "model",
+               digits: int = 4) -> tuple[str, pd.DataFrame]:
+    """(Markdown, numeric DataFrame): one row per (dataset, method), one column per metric: the paper's
+    number beside the honest ones at a glance."""
+    if missing := [m for m in metrics if m not in df.columns]:
+        raise ValueError(f"metrics {missing} are not columns of the summary")
+    lines = ["| dataset | method | runs | " + " | ".join(metrics) + " |", "|---|---|---:|" + "---:|" * len(metrics)]
+    rows = []
+    for (ds, method), g in df.groupby(["dataset", method_col], sort=False):
+        rec = {"dataset": ds, "method": method, "runs": len(g)}
+        cells = []
+        for m in metrics:
+            v = g[m].dropna()
+            mean, std = (float(v.mean()), float(v.std(ddof=1))) if len(v) else (float("nan"), float("nan"))
+            cells.append(_cell(mean, std, len(v), None, digits))
+            rec.update({m: mean, f"{m}_std": std})
+        rows.append(rec)
+        lines.append(f"| {ds} | {method} | {len(g)} | " + " | ".join(cells) + " |")
+    md = ["### overview", "", *lines, "", "Cells: mean over runs (± sample std when more than one run)."]
+    return "\n".join(md) + "\n", pd.DataFrame(rows)
+
+
 def forecast_table(df: pd.DataFrame, method_col: str = "model", digits: int = 3) -> tuple[str, pd.DataFrame]:
     """(Markdown, numeric DataFrame): dataset x horizon rows plus a per-dataset Avg; MSE/MAE per method."""
     for col in ("mse", "mae", "pred_len"):
@@ -190,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", nargs="+", default=None, help="anomaly metric columns (default: a paper-vs-honest set)")
     p.add_argument("--method_col", default="model", help="column naming the method (model or model_id)")
     p.add_argument("--where", nargs="*", default=[], help="keep rows with col=value (all must hold)")
+    p.add_argument("--layout", default="per_metric", choices=("per_metric", "wide"),
+                   help="anomaly: one datasets-by-methods table per metric, or one (dataset, method) x metrics table")
     p.add_argument("--out_dir", default="results/tables")
     p.add_argument("--digits", type=int, default=None)
     args = p.parse_args(argv)
@@ -199,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--method_col {args.method_col!r} is not a column of {args.summary}")
         df[args.method_col] = df[args.method_col].astype(str)
         outputs = []
-        if args.task == "anomaly_detection":
+        if args.task == "anomaly_detection" and args.layout == "wide":
+            md, table = wide_table(df, list(args.metrics or DEFAULT_ANOMALY_METRICS), args.method_col,
+                                   args.digits or 4)
+            outputs.append((f"{args.task}_overview", md, table))
+        elif args.task == "anomaly_detection":
             for metric in args.metrics or DEFAULT_ANOMALY_METRICS:
                 md, table = anomaly_table(df, metric, args.method_col, args.digits or 4)
                 outputs.append((f"{args.task}_{metric}", md, table))
