@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pot_risk", type=float, default=1e-3, help="POT/SPOT risk level q")
     g.add_argument("--pot_level", type=float, default=0.98, help="POT initial quantile for the tail fit")
     g.add_argument("--vus_window", type=int, default=None,
-                   help="range-AUC/VUS sliding window (default: estimated period, as TSB-AD)")
+                   help="range-AUC/VUS sliding window (default 100, TSB-AD's default; the same for every method)")
     g.add_argument("--no_plot", action="store_true", help="skip scores.png")
     return p
 
