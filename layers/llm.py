@@ -289,6 +289,13 @@ def _family_of(model_type: str, name: str) -> str:
 
 
 def _truncate_config(config, n_layers: int, name: str) -> int:
+    """Keep the first `n_layers` blocks (set before any weight is read); return the full depth.
+
+    Also swaps GPT-2's Python-level tanh-GELU (``gelu_new``: five elementwise
+    kernels) for PyTorch's fused kernel of the same formula (``gelu_pytorch_tanh``).
+    """
+    if getattr(config, "activation_function", None) == "gelu_new":
+        config.activation_function = "gelu_pytorch_tanh"
     total = config.num_hidden_layers
     if n_layers > total:
         warnings.warn(f"--llm_layers {n_layers} exceeds the {total} blocks of {name}; using {total}")

@@ -36,6 +36,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from layers.cross_alignment import MultiHeadAttention
+
 __all__ = ["principal_memory", "cache_dir", "load_or_build_memory", "MemoryRetrieval"]
 
 _CHUNK = 8192  # vocabulary columns per Gram chunk: bounds the float64 working set to d x 8192
@@ -129,13 +131,11 @@ class MemoryRetrieval(nn.Module):
             raise ValueError(f"--pmd_rounds must be >= 1, got {rounds}")
         d = memory.shape[1]
         self.register_buffer("memory", memory.clone(), persistent=True)  # [K, d]
-        self.attn = nn.ModuleList(nn.MultiheadAttention(d, n_heads, dropout=dropout, batch_first=True)
-                                  for _ in range(rounds))
+        self.attn = nn.ModuleList(MultiHeadAttention(d, n_heads, dropout) for _ in range(rounds))
         self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(rounds))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mem = self.memory.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # [B, K, d]
+        mem = self.memory.to(x.dtype)  # [K, d], shared by the batch: K/V projected once
         for attn, norm in zip(self.attn, self.norm):
-            a, _ = attn(x, mem, mem, need_weights=False)  # [B, T, d]
-            x = norm(x + a)
+            x = norm(x + attn(x, mem))  # [B, T, d]
         return x

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers.cross_alignment import CrossAlignment, FrequencyBranch
+from layers.cross_alignment import CrossAlignment, FrequencyBranch, MultiHeadAttention
 from layers.embed import TimeEmbedding, VariateEmbedding
 from layers.llm import count_parameters, load_backbone
 from layers.pmd import MemoryRetrieval, load_or_build_memory
@@ -102,7 +102,7 @@ class Model(nn.Module):
         # tokens: time steps [B, L, d] or variates [B, C, d]
         self.embed = VariateEmbedding(seq_len, d, dropout) if self.forecast else TimeEmbedding(c_in, d, seq_len, dropout)
         if self.use_llm:
-            self.time_attn = nn.MultiheadAttention(d, n_heads, dropout=dropout, batch_first=True)
+            self.time_attn = MultiHeadAttention(d, n_heads, dropout)
             self.time_norm = nn.LayerNorm(d)
             self.head_time = nn.Linear(d, d)
         if self.use_pmd:
@@ -152,8 +152,7 @@ class Model(nn.Module):
         """Semantic tokens s [B, T, d] and the weighted consistency loss (None without PMD)."""
         if self.llm is None:
             return t, None
-        a, _ = self.time_attn(t, t, t, need_weights=False)
-        u = self.time_norm(t + a)  # [B, T, d]
+        u = self.time_norm(t + self.time_attn(t, t))  # [B, T, d]
         h_t = self.head_time(self.llm(u, adapters=True) + t)  # [B, T, d]
         if not self.use_pmd:
             return h_t, None

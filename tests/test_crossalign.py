@@ -118,7 +118,7 @@ def test_consistency_loss_is_weighted_and_reaches_both_heads(tiny_gpt2):
     torch.testing.assert_close(a2, 0.25 * a1)
     a1.backward()
     assert m1.head_time.weight.grad.abs().sum() > 0 and m1.head_pmd.weight.grad.abs().sum() > 0
-    assert m1.retrieval.attn[0].in_proj_weight.grad.abs().sum() > 0  # through the frozen pass
+    assert m1.retrieval.attn[0].q.weight.grad.abs().sum() > 0  # through the frozen pass
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -243,3 +243,42 @@ def test_memory_is_cached_atomically_and_capped_at_d(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         mem4, info4 = load_or_build_memory(w_te, 16, "some/model", "pretrained")
     assert info4["pmd_cache_hit"] is False and torch.equal(mem4, mem)
+
+
+def test_attention_with_shared_memory_equals_the_per_sample_computation():
+    from layers.cross_alignment import MultiHeadAttention
+    attn = MultiHeadAttention(32, 4).eval()
+    x, mem = torch.randn(3, 7, 32), torch.randn(11, 32)
+    shared = attn(x, mem)
+    per_sample = attn(x, mem.expand(3, -1, -1))
+    torch.testing.assert_close(shared, per_sample)
+    # and both equal PyTorch's reference multi-head attention with the same weights
+    ref = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]))
+        ref.in_proj_bias.copy_(torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]))
+        ref.out_proj.weight.copy_(attn.o.weight)
+        ref.out_proj.bias.copy_(attn.o.bias)
+        m = mem.expand(3, -1, -1)
+        torch.testing.assert_close(ref(x, m, m, need_weights=False)[0], shared)
+
+
+def test_short_synthetic_training_run_learns_and_ranks_anomalies(run_cli, tiny_gpt2, tmp_path):
+    """A 2-block random-init GPT-2 (d = 32) CrossAlign, 4 epochs of 30 steps on the seeded synthetic benchmark.
+
+    Measured AUC-ROC 0.81 / 0.76 / 0.75 and AUC-PR 0.23 / 0.22 / 0.22 for seeds 2024 / 1 / 2 (chance: 0.5 and
+    the 2 % anomaly rate); the bars (0.65, 0.10 = 5x chance) leave room for platform noise, not for a broken model.
+    """
+    code, results = run_cli("--model", "CrossAlign", "--data", "Synthetic", "--synthetic_length", "1200",
+                            "--synthetic_channels", "3", "--seq_len", "32", "--step", "2", "--train_epochs", "4",
+                            "--lradj", "constant", "--batch_size", "16", "--learning_rate", "1e-3", "--threads", "1",
+                            *tiny_flags(tiny_gpt2))
+    assert code == 0
+    (setting,) = [d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d))]
+    payload = json.load(open(os.path.join(results, setting, "metrics.json")))
+    losses = [e["train_loss"] for e in payload["training"]["epochs"]]
+    assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
+    free = payload["metrics"]["threshold_free"]
+    assert free["auc_roc"] > 0.65 and free["auc_pr"] > 0.10, free
+    model = payload["model"]
+    assert model["backbone"] == tiny_gpt2 and model["pretrained"] is False and model["pmd"] is True
