@@ -116,7 +116,7 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
 # Elements per [B, T, N, D] work buffer: on CPU four of them should sit in the
 # last-level cache (page faults on fresh large allocations and DRAM traffic cost
 # more than the arithmetic); on CUDA fewer, larger chunks mean fewer launches.
-_CHUNK_ELEMS = {"cpu": 1 << 20, "cuda": 1 << 25}
+_CHUNK_ELEMS = {"cpu": 1 << 19, "cuda": 1 << 25}
 
 
 def _chunk_len(batch: int, n: int, d: int, length: int, device: torch.device) -> int:
@@ -130,14 +130,15 @@ def _buffer(flat: torch.Tensor, *shape: int) -> torch.Tensor:
     return flat[: math.prod(shape)].view(shape)
 
 
-def _chunk_states(dt: torch.Tensor, dtu: torch.Tensor, At: torch.Tensor, Bc: torch.Tensor,
+def _chunk_states(dt: torch.Tensor, dtu: torch.Tensor, At2: torch.Tensor, Bc: torch.Tensor,
                   h_prev: torch.Tensor | None, dA: torch.Tensor, h: torch.Tensor) -> tuple:
     """Fill dA = exp(delta A) and the states h of one time chunk, starting from h_prev.
 
-    dt, dtu [B, T, D]; At [N, D]; Bc [B, T, N]; h_prev [B, N, D] or None (zero state);
+    dt, dtu [B, T, D]; At2 = A^T log2(e) [N, D]; Bc [B, T, N]; h_prev [B, N, D] or None (zero state);
     dA, h [B, T, N, D] buffers written in place. Returns the per-step views of (dA, h).
     """
-    torch.mul(dt.unsqueeze(2), At, out=dA).exp_()  # every factor is exp of the step's own delta*A
+    # every factor is exp of the step's own delta*A; At2 = A^T * log2(e) since exp2 is ~2x faster than exp on CPU
+    torch.mul(dt.unsqueeze(2), At2, out=dA).exp2_()
     torch.mul(Bc.unsqueeze(-1), dtu.unsqueeze(2), out=h)  # delta u B, then scanned in place
     das, hs = dA.unbind(1), h.unbind(1)  # T views [B, N, D], made once (indexing costs per call)
     if h_prev is not None:
@@ -179,6 +180,7 @@ class _ScanCore(torch.autograd.Function):
         T = _chunk_len(bsz, n, d, length, u.device)
         starts = range(0, length, T)
         dtu = delta * u  # [B, L, D]
+        At2 = At * math.log2(math.e)
         work = u.new_empty(2, bsz * T * n * d)
         y = u.new_empty(bsz, length, d)
         keep = any(ctx.needs_input_grad)
@@ -189,7 +191,7 @@ class _ScanCore(torch.autograd.Function):
             t1 = min(t0 + T, length)
             tc = t1 - t0
             dA, h = _buffer(work[0], bsz, tc, n, d), _buffer(work[1], bsz, tc, n, d)
-            _, hs = _chunk_states(delta[:, t0:t1], dtu[:, t0:t1], At, B[:, t0:t1], h_prev, dA, h)
+            _, hs = _chunk_states(delta[:, t0:t1], dtu[:, t0:t1], At2, B[:, t0:t1], h_prev, dA, h)
             # y[b, t, d] = sum_n C[b, t, n] h[b, t, n, d]
             y[:, t0:t1] = torch.bmm(C[:, t0:t1].reshape(bsz * tc, 1, n), h.view(bsz * tc, n, d)).view(bsz, tc, d)
             if t1 < length:  # the next chunk overwrites the buffers: keep its entering state
@@ -205,6 +207,7 @@ class _ScanCore(torch.autograd.Function):
         n = At.shape[0]
         T = ctx.chunk
         dtu = delta * u
+        At2 = At * math.log2(math.e)
         work = u.new_empty(4, bsz * T * n * d)
         carry = u.new_empty(bsz, n, d)  # exp(delta_{t1} A) g_{t1} flowing back into the previous chunk
         gu, gdelta = torch.empty_like(u), torch.empty_like(u)
@@ -218,9 +221,9 @@ class _ScanCore(torch.autograd.Function):
             dA, h, g, tmp = (_buffer(work[i], bsz, tc, n, d) for i in range(4))
             h_prev = h_in[c - 1] if c > 0 else None
             dt, u_c, gy_c = delta[:, t0:t1], u[:, t0:t1], gy[:, t0:t1]
-            das, hs = _chunk_states(dt, dtu[:, t0:t1], At, B[:, t0:t1], h_prev, dA, h)
-            # dC = sum_d gy h
-            gC[:, t0:t1] = torch.mul(h, gy_c.unsqueeze(2), out=tmp).sum(-1)
+            das, hs = _chunk_states(dt, dtu[:, t0:t1], At2, B[:, t0:t1], h_prev, dA, h)
+            # dC = sum_d gy h, as [m, 1, D] @ [m, D, N] (h read transposed: no temporary)
+            gC[:, t0:t1] = torch.bmm(gy_c.reshape(m, 1, d), h.view(m, n, d).transpose(1, 2)).view(bsz, tc, n)
             # reverse scan of g = gy C + exp(delta_{t+1} A) g_{t+1}
             torch.mul(C[:, t0:t1].unsqueeze(-1), gy_c.unsqueeze(2), out=g)
             gs = g.unbind(1)
@@ -234,7 +237,7 @@ class _ScanCore(torch.autograd.Function):
             gBsum = torch.bmm(B[:, t0:t1].reshape(m, 1, n), g.view(m, n, d)).view(bsz, tc, d)
             gu[:, t0:t1] = gBsum * dt
             # dB = sum_d g delta u
-            gB[:, t0:t1] = torch.mul(g, dtu[:, t0:t1].unsqueeze(2), out=tmp).sum(-1)
+            gB[:, t0:t1] = torch.bmm(dtu[:, t0:t1].reshape(m, 1, d), g.view(m, n, d).transpose(1, 2)).view(bsz, tc, n)
             # q = g * exp(delta A) * h_{t-1}, in place in dA
             q = dA.mul_(g)
             q[:, 1:].mul_(h[:, :-1])
@@ -336,7 +339,7 @@ class Mamba(nn.Module):
     ``A_log [E, N]``, ``D [E]``, ``out_proj.weight [d, E]``, with ``E = expand * d``,
     ``R = dt_rank``), so one checkpoint serves both backends.
 
-    Initialisation (paper, Sec. 3.6 and App. E): ``A = -[1..N]`` per channel
+    Initialisation, following the paper: ``A = -[1..N]`` per channel
     (stored as ``A_log = log([1..N])``, S4D-real), ``D = 1``, ``dt_proj.bias =
     softplus^{-1}(dt)`` with ``dt`` log-uniform in ``[dt_min, dt_max]`` (floored
     at ``dt_init_floor``), ``dt_proj.weight ~ U(-R^-0.5, R^-0.5)``.
