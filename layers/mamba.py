@@ -184,8 +184,10 @@ class _ScanCore(torch.autograd.Function):
         work = u.new_empty(2, bsz * T * n * d)
         y = u.new_empty(bsz, length, d)
         keep = any(ctx.needs_input_grad)
-        # h_in[c - 1] = state entering chunk c (chunk 0 starts from zero); only kept for backward
-        h_in = u.new_empty(max(len(starts) - 1, 0) if keep else min(len(starts) - 1, 1), bsz, n, d)
+        # with grad: h_in[c - 1] = state entering chunk c (chunk 0 starts from zero), kept for the
+        # backward; without: one slab carrying the state from chunk to chunk
+        n_slabs = len(starts) - 1 if keep else min(len(starts) - 1, 1)
+        h_in = u.new_empty(n_slabs, bsz, n, d)
         h_prev = None
         for c, t0 in enumerate(starts):
             t1 = min(t0 + T, length)
