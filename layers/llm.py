@@ -385,8 +385,9 @@ class Backbone(nn.Module):
     blocks with the family's native attention pattern (causal for decoders,
     bidirectional for encoders), then the final norm of pre-LN families
     (GPT-2 ``ln_f``, Llama ``norm``), as ``GPT2Model(inputs_embeds=...)`` does.
-    ``adapters=False`` runs the very same blocks with LoRA switched off (the
-    frozen teacher of PMD); gradients still flow to the input.
+    ``adapters=False`` runs the very same blocks with LoRA switched off and
+    dropout off (the frozen, deterministic teacher of PMD); gradients still
+    flow to the input.
     """
 
     def __init__(self, peft_model: nn.Module, family: str, source: BackboneSource, pretrained: bool,
@@ -448,8 +449,15 @@ class Backbone(nn.Module):
             raise ValueError(f"Backbone expects [batch, tokens, {self.d_model}], got {tuple(h.shape)}")
         if adapters:
             return self._run_blocks(h, add_positions)
-        with self.adapters_disabled():
-            return self._run_blocks(h, add_positions)
+        # the frozen teacher is deterministic: its blocks run with dropout off (eval mode), as a
+        # distillation teacher does; the flag is restored afterwards, autograd is unaffected
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.adapters_disabled():
+                return self._run_blocks(h, add_positions)
+        finally:
+            self.model.train(was_training)
 
     def describe(self) -> dict:
         trainable, total = count_parameters(self)
