@@ -68,6 +68,15 @@ def test_partial_grads_only_requested_inputs(monkeypatch, chunk):
     torch.testing.assert_close(gB, gB_ref)
 
 
+@pytest.mark.parametrize("length", [1, 3, 10])
+def test_no_grad_forward_carries_state_across_chunks(monkeypatch, length):
+    _set_chunk(monkeypatch, 3, 2, 3, 2)  # without grad only one carry slab is kept between chunks
+    inp = _scan_inputs(2, 3, 2, length)
+    with torch.no_grad():
+        y = selective_scan_torch(**inp, delta_softplus=True)
+    torch.testing.assert_close(y, selective_scan_ref(**inp, delta_softplus=True), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("chunk", [None, 64])
 def test_long_sequence_large_delta_is_finite_and_exact(monkeypatch, chunk):
     # delta*A down to -2000 per step and L=1000: a cumulative-product formulation would overflow
