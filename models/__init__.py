@@ -24,6 +24,7 @@ MODELS: dict[str, str] = {
     "CrossAlign": "models.CrossAlign",
     "LinearAE": "models.LinearAE",
     "Random": "models.Random",
+    "RepeatLast": "models.RepeatLast",
 }
 
 

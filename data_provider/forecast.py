@@ -1,0 +1,257 @@
+"""Long-term forecasting data (DESIGN section 4): one spec table, one dataset class, lazy windows.
+
+The splits are those of the Time-Series-Library (Wu et al., "TimesNet",
+ICLR 2023; earlier Autoformer and Informer), so results compare with the
+literature:
+
+- ETTh1/ETTh2 (hourly): 12 months train, 4 months validation, 4 months test,
+  a month counted as 30 days (borders 8640 / 11520 / 14400 rows); ETTm1/ETTm2
+  (15-minute) the same months, four times as many rows. Rows past month 20
+  are unused, as in TSLib.
+- Weather, ECL, Traffic, Exchange, ILI and `custom`: the first 70 % train,
+  the last 20 % test, the 10 % between them validation.
+
+The validation and test parts start `seq_len` rows before their border so
+their first window forecasts the border's first row; the scaler is fitted on
+the training rows only. Columns: `date` first (dropped), then the variables;
+the target (`--target`, default OT) is moved last so `--features MS` predicts
+the last column. `--features S` keeps the target only.
+
+A window starting at row s gives `x = data[s : s+seq_len]` (model input) and
+`y = target_columns[s+seq_len-label_len : s+seq_len+pred_len]`; the loss and
+metrics use the last `pred_len` rows of `y`.
+"""
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from data_provider.anomaly import StandardScaler, _clean
+
+_SOURCE = ("the Autoformer / Time-Series-Library dataset collection (github.com/thuml/Time-Series-Library, "
+           "'Prepare Data': the all_datasets archive linked from its README)")
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """How to find and split one forecasting dataset.
+
+    folder: default `--root_path` is ./dataset/<folder> (the TSLib archive's layout).
+    file: default `--data_path` (None for custom, which must be given).
+    split: `ett_hour`, `ett_minute` (12/4/4 months) or `ratio` (70/10/20).
+    """
+
+    name: str
+    folder: str | None
+    file: str | None
+    split: str
+    freq: str
+    channels: int | None  # informational; the file decides
+    batch_size: int
+    train_epochs: int
+    seq_len: int = 96
+    aliases: tuple[str, ...] = ()
+    source: str = _SOURCE
+
+
+# batch sizes shrink with the number of variates (each variate is one token of the LLM)
+FORECAST_SPECS: dict[str, ForecastSpec] = {s.name: s for s in (
+    ForecastSpec("ETTh1", "ETT-small", "ETTh1.csv", "ett_hour", "h", 7, 32, 10),
+    ForecastSpec("ETTh2", "ETT-small", "ETTh2.csv", "ett_hour", "h", 7, 32, 10),
+    ForecastSpec("ETTm1", "ETT-small", "ETTm1.csv", "ett_minute", "t", 7, 32, 10),
+    ForecastSpec("ETTm2", "ETT-small", "ETTm2.csv", "ett_minute", "t", 7, 32, 10),
+    ForecastSpec("Weather", "weather", "weather.csv", "ratio", "10min", 21, 32, 10),
+    ForecastSpec("ECL", "electricity", "electricity.csv", "ratio", "h", 321, 16, 10, aliases=("electricity",)),
+    ForecastSpec("Traffic", "traffic", "traffic.csv", "ratio", "h", 862, 8, 10),
+    ForecastSpec("Exchange", "exchange_rate", "exchange_rate.csv", "ratio", "d", 8, 32, 10,
+                 aliases=("exchange_rate",)),
+    ForecastSpec("ILI", "illness", "national_illness.csv", "ratio", "w", 7, 16, 10, seq_len=36,
+                 aliases=("illness", "national_illness")),
+    ForecastSpec("custom", None, None, "ratio", "h", None, 32, 10, source="your own CSV"),
+)}
+
+TRAIN_RATIO, TEST_RATIO = 0.7, 0.2
+_MONTH_ROWS = {"ett_hour": 30 * 24, "ett_minute": 30 * 24 * 4}  # rows per 30-day month
+
+
+def get_forecast_spec(name: str) -> ForecastSpec:
+    """Spec for `--data name` (case-insensitive, aliases accepted); a clear error lists the known names."""
+    for spec in FORECAST_SPECS.values():
+        if name.lower() in (n.lower() for n in (spec.name, *spec.aliases)):
+            return spec
+    raise ValueError(f"unknown --data {name!r} for long_term_forecast; choose one of: {', '.join(FORECAST_SPECS)} "
+                     f"(any CSV with a date column: --data custom --root_path DIR --data_path FILE.csv)")
+
+
+def finalize_forecast_args(args: Namespace) -> None:
+    """Fill forecasting defaults into `args` in place and reject meaningless flags (ValueError).
+
+    Defaults: seq_len from the table (96; ILI 36), label_len = seq_len // 2,
+    root_path ./dataset/<folder>, data_path the table's file, batch size and
+    epochs from the table, freq from the table.
+    """
+    spec = get_forecast_spec(args.data)
+    args.data = spec.name
+    if args.entity is not None:
+        raise ValueError("--entity is meaningless for long_term_forecast (it selects an SMD machine or a UCR "
+                         "series); choose the file with --root_path/--data_path")
+    if args.vus_window is not None:
+        raise ValueError("--vus_window only applies to --task_name anomaly_detection")
+    if spec.name == "custom" and (args.root_path is None or args.data_path is None):
+        raise ValueError("--data custom needs --root_path DIR and --data_path FILE.csv (a 'date' column, "
+                         "then the variables; the target column --target, default OT)")
+    if args.root_path is None:
+        args.root_path = os.path.join(".", "dataset", spec.folder)
+    if args.data_path is None:
+        args.data_path = spec.file
+    if args.freq is None:
+        args.freq = spec.freq
+    if args.seq_len is None:
+        args.seq_len = spec.seq_len
+    if args.label_len is None:
+        args.label_len = args.seq_len // 2
+    if args.batch_size is None:
+        args.batch_size = spec.batch_size
+    if args.train_epochs is None:
+        args.train_epochs = spec.train_epochs
+    if args.pred_len < 1:
+        raise ValueError(f"--pred_len must be >= 1, got {args.pred_len}")
+    if not 0 <= args.label_len <= args.seq_len:
+        raise ValueError(f"--label_len must be in [0, --seq_len={args.seq_len}] (the start token is the end "
+                         f"of the lookback), got {args.label_len}")
+
+
+@dataclass
+class ForecastData:
+    """Scaled rows of one dataset and where each split's windows may start.
+
+    `series` [N, C_in] holds only the rows the splits use; `target_cols` are
+    the columns forecast (all for M, the last for S/MS). `bounds[split]` =
+    (first row, end row) of the split's part of `series`, the lookback
+    included, so its windows start in [first, end - seq_len - pred_len].
+    """
+
+    series: np.ndarray                          # [N, C_in] float32, standardised with train statistics
+    target_cols: slice
+    bounds: dict[str, tuple[int, int]]
+    columns: list[str]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return self.series.shape[1]
+
+    @property
+    def target_channels(self) -> int:
+        return len(range(*self.target_cols.indices(self.channels)))
+
+
+def _read_csv(spec: ForecastSpec, args: Namespace) -> pd.DataFrame:
+    path = os.path.join(args.root_path, args.data_path)
+    if not os.path.isfile(path):
+        hint = (f"download {spec.folder}/{spec.file} from {spec.source} and put it there, or point "
+                f"--root_path/--data_path at your copy" if spec.file else "check --root_path and --data_path")
+        raise FileNotFoundError(f"{spec.name}: file not found: {path}; {hint}")
+    df = pd.read_csv(path)
+    if "date" not in df.columns:
+        raise ValueError(f"{path}: no 'date' column (columns: {list(df.columns)[:10]}); the forecasting "
+                         f"layout is a 'date' column followed by one column per variable")
+    values = df.drop(columns=["date"])
+    non_numeric = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+    if non_numeric:
+        raise ValueError(f"{path}: non-numeric column(s) {non_numeric[:5]}; every column except 'date' "
+                         f"must be a number")
+    if values.shape[1] == 0:
+        raise ValueError(f"{path}: no variable columns besides 'date'")
+    return values
+
+
+def _borders(spec: ForecastSpec, n: int, seq_len: int, path: str) -> dict[str, tuple[int, int]]:
+    """(start, end) rows of train/val/test, val and test starting seq_len rows early (TSLib borders)."""
+    if spec.split in _MONTH_ROWS:
+        m = _MONTH_ROWS[spec.split]
+        edges = (12 * m, 16 * m, 20 * m)
+        if n < edges[-1]:
+            raise ValueError(f"{path}: {n} rows, but the {spec.name} split (12/4/4 months of 30 days) needs "
+                             f"{edges[-1]}; is this the full {spec.file}?")
+    else:
+        # int() of the float product as in TSLib (700 rows give 489 training rows), so splits match its
+        n_train, n_test = int(n * TRAIN_RATIO), int(n * TEST_RATIO)
+        edges = (n_train, n - n_test, n)
+    return {"train": (0, edges[0]), "val": (edges[0] - seq_len, edges[1]), "test": (edges[1] - seq_len, edges[2])}
+
+
+def load_forecast_data(args: Namespace) -> ForecastData:
+    """Read `--data` from `--root_path/--data_path`, select `--features`, split, scale on train.
+
+    Errors: missing file (which one, where to get it), no `date` column,
+    non-numeric columns, missing `--target` for S/MS, too few rows for
+    the split or for one window of `seq_len + pred_len` in a split.
+    """
+    spec = get_forecast_spec(args.data)
+    path = os.path.join(args.root_path, args.data_path)
+    values = _read_csv(spec, args)
+    columns = list(values.columns)
+    if args.target in columns:                              # target last: MS forecasts the last column
+        columns = [c for c in columns if c != args.target] + [args.target]
+    elif args.features in ("S", "MS"):
+        raise ValueError(f"{path}: target column {args.target!r} not found (columns: {columns[:10]}"
+                         f"{' ...' if len(columns) > 10 else ''}); pass --target <column> or use --features M")
+    if args.features == "S":
+        columns = [args.target]
+    raw, n_bad = _clean(values[columns].to_numpy(), "file", spec.name)
+
+    bounds = _borders(spec, len(raw), args.seq_len, path)
+    need = args.seq_len + args.pred_len
+    for split, (lo, hi) in bounds.items():
+        if lo < 0 or hi - lo < need:
+            raise ValueError(f"{path}: the {split} part has {hi - max(lo, 0)} rows (lookback included) but one "
+                             f"window needs --seq_len + --pred_len = {need}; the file has {len(raw)} rows; use a "
+                             f"shorter --seq_len/--pred_len or a longer series")
+    lo, hi = bounds["train"]
+    scaler = StandardScaler().fit(raw[lo:hi])
+    series = scaler.transform(raw[:bounds["test"][1]])
+    target_cols = slice(None) if args.features == "M" else slice(-1, None)
+    info = {"dataset": spec.name, "file": path, "features": args.features, "columns": columns,
+            "target": args.target, "channels": len(columns), "rows": len(raw),
+            "rows_used": bounds["test"][1], "nonfinite_replaced": n_bad,
+            "splits": {k: {"first_row": v[0], "end_row": v[1]} for k, v in bounds.items()}}
+    return ForecastData(series, target_cols, bounds, columns, info)
+
+
+class ForecastDataset(Dataset):
+    """Lazy windows of one split: item i is (x [seq_len, C_in], y [label_len + pred_len, C_out]).
+
+    Windows start every `step` rows in [first, end - seq_len - pred_len]
+    (TSLib uses step 1; the validation and test splits always do). Items are
+    slices of one shared tensor, never materialised.
+    """
+
+    def __init__(self, data: ForecastData, split: str, seq_len: int, label_len: int, pred_len: int,
+                 step: int = 1):
+        if split not in data.bounds:
+            raise ValueError(f"unknown split {split!r}; choose one of {list(data.bounds)}")
+        first, end = data.bounds[split]
+        self.series = torch.from_numpy(np.ascontiguousarray(data.series))
+        self.target_cols = data.target_cols
+        self.seq_len, self.label_len, self.pred_len = seq_len, label_len, pred_len
+        self.starts = np.arange(first, end - seq_len - pred_len + 1, step, dtype=np.int64)
+        if len(self.starts) == 0:
+            raise ValueError(f"{split}: rows [{first}, {end}) hold no window of seq_len {seq_len} + pred_len "
+                             f"{pred_len}")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = int(self.starts[i])
+        e = s + self.seq_len
+        x = self.series[s:e]                                                       # [seq_len, C_in]
+        y = self.series[e - self.label_len:e + self.pred_len, self.target_cols]    # [label_len+pred_len, C_out]
+        return x, y
