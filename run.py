@@ -12,6 +12,7 @@ spec table in `data_provider/specs.py`; a flag given on the command line wins.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -135,15 +136,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     exp_cls = get_experiment(args.task_name)
     base_seed = args.seed
-    for i in range(args.itr):
-        args.seed = base_seed + i
-        exp = exp_cls(args)
-        setting = exp.setting(i)
-        if args.is_training:
-            print(f">>> training {setting}")
-            exp.train(setting)
-        print(f">>> testing {setting}")
-        exp.test(setting)
+    try:
+        for i in range(args.itr):
+            args.seed = base_seed + i
+            exp = exp_cls(args)
+            setting = exp.setting(i)
+            if args.is_training:
+                print(f">>> training {setting}")
+                exp.train(setting)
+            print(f">>> testing {setting}")
+            exp.test(setting)
+    except (FileNotFoundError, ValueError) as err:
+        # bad input (missing files, wrong shapes, offline backbone): the message says what to do;
+        # CROSSALIGN_TRACEBACK=1 shows where it came from
+        if os.environ.get("CROSSALIGN_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -53,9 +53,15 @@ def test_same_seed_same_scores_and_saved_checkpoint_reproduces_them(run_cli, tmp
     assert len(pd.read_csv(str(tmp_path / "results" / "summary.csv"))) == 3
 
 
-def test_testing_without_a_checkpoint_says_how_to_get_one(run_cli):
-    with pytest.raises(FileNotFoundError, match="train first with --is_training 1"):
-        run_cli(*TINY, "--is_training", "0")
+def test_testing_without_a_checkpoint_says_how_to_get_one(run_cli, capsys):
+    assert run_cli(*TINY, "--is_training", "0")[0] == 2
+    assert "train first with --is_training 1" in capsys.readouterr().err
+
+
+def test_missing_data_is_an_error_message_not_a_traceback(run_cli, tmp_path, capsys):
+    assert run_cli("--model", "LinearAE", "--data", "MSL", "--root_path", str(tmp_path / "none"))[0] == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MSL: data folder") and "MSL_train.npy" in err and "Traceback" not in err
 
 
 def test_overlapping_test_windows_average(run_cli, tmp_path):
