@@ -65,7 +65,7 @@ def _as_labels(labels: np.ndarray, n_test: int, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _clean(x: np.ndarray, split: str, name: str) -> tuple[np.ndarray, int]:
+def clean_nonfinite(x: np.ndarray, split: str, name: str) -> tuple[np.ndarray, int]:
     """Replace NaN/Inf by the previous finite value of the channel (0 before the first); return the count."""
     x = np.asarray(x, dtype=np.float64)
     bad = ~np.isfinite(x)
@@ -93,8 +93,8 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
         raise ValueError(f"{name}: train has {train_raw.shape[1]} channels but test has {test_raw.shape[1]} "
                          f"(shapes {train_raw.shape} and {test_raw.shape}); both splits need the same columns")
     labels = _as_labels(labels_raw, len(test_raw), name)
-    train_all, nan_train = _clean(train_raw, "train", name)
-    test, nan_test = _clean(test_raw, "test", name)
+    train_all, nan_train = clean_nonfinite(train_raw, "train", name)
+    test, nan_test = clean_nonfinite(test_raw, "test", name)
 
     n_val = int(len(train_all) * VAL_FRACTION)
     train, val = train_all[:len(train_all) - n_val], train_all[len(train_all) - n_val:]

@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from data_provider.anomaly import StandardScaler, _clean
+from data_provider.anomaly import StandardScaler, clean_nonfinite
+from utils.config import fill_missing
 
 _SOURCE = ("the Autoformer / Time-Series-Library dataset collection (github.com/thuml/Time-Series-Library, "
            "'Prepare Data': the all_datasets archive linked from its README)")
@@ -106,20 +107,9 @@ def finalize_forecast_args(args: Namespace) -> None:
     if spec.name == "custom" and (args.root_path is None or args.data_path is None):
         raise ValueError("--data custom needs --root_path DIR and --data_path FILE.csv (a 'date' column, "
                          "then the variables; the target column --target, default OT)")
-    if args.root_path is None:
-        args.root_path = os.path.join(".", "dataset", spec.folder)
-    if args.data_path is None:
-        args.data_path = spec.file
-    if args.freq is None:
-        args.freq = spec.freq
-    if args.seq_len is None:
-        args.seq_len = spec.seq_len
-    if args.label_len is None:
-        args.label_len = args.seq_len // 2
-    if args.batch_size is None:
-        args.batch_size = spec.batch_size
-    if args.train_epochs is None:
-        args.train_epochs = spec.train_epochs
+    fill_missing(args, root_path=os.path.join(".", "dataset", spec.folder) if spec.folder else None, data_path=spec.file, freq=spec.freq,
+                 seq_len=spec.seq_len, batch_size=spec.batch_size, train_epochs=spec.train_epochs)
+    fill_missing(args, label_len=args.seq_len // 2)
     if args.pred_len < 1:
         raise ValueError(f"--pred_len must be >= 1, got {args.pred_len}")
     if not 0 <= args.label_len <= args.seq_len:
@@ -205,7 +195,7 @@ def load_forecast_data(args: Namespace) -> ForecastData:
                          f"{' ...' if len(columns) > 10 else ''}); pass --target <column> or use --features M")
     if args.features == "S":
         columns = [args.target]
-    raw, n_bad = _clean(values[columns].to_numpy(), "file", spec.name)
+    raw, n_bad = clean_nonfinite(values[columns].to_numpy(), "file", spec.name)
 
     bounds = _borders(spec, len(raw), args.seq_len, path)
     need = args.seq_len + args.pred_len

@@ -13,6 +13,13 @@ from data_provider.specs import get_anomaly_spec
 _ANOMALY_ONLY = ("anomaly_ratio", "test_step", "entity", "train_file", "test_file", "label_column", "label_file")
 
 
+def fill_missing(args: Namespace, **defaults) -> None:
+    """Set each flag in `defaults` that the user left unset (None); flags given on the command line win."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def finalize_args(args: Namespace) -> Namespace:
     """Return `args` with dataset defaults filled in, after checking the flags make sense together."""
     if args.task_name == "anomaly_detection":
@@ -52,16 +59,10 @@ def _finalize_anomaly(args: Namespace) -> None:
     elif args.root_path is None:
         args.root_path = os.path.join(".", "dataset", spec.name)
 
-    if args.seq_len is None:
-        args.seq_len = spec.win_size
-    if args.batch_size is None:
-        args.batch_size = spec.batch_size
-    if args.train_epochs is None:
-        args.train_epochs = spec.train_epochs
-    if args.anomaly_ratio is None:
-        # Synthetic: the generator's anomaly rate, as a percentage
-        args.anomaly_ratio = spec.anomaly_ratio if spec.anomaly_ratio is not None \
-            else 100 * args.synthetic_anomaly_rate
+    # Synthetic: the anomaly ratio is the generator's anomaly rate, as a percentage
+    ratio = spec.anomaly_ratio if spec.anomaly_ratio is not None else 100 * args.synthetic_anomaly_rate
+    fill_missing(args, seq_len=spec.win_size, batch_size=spec.batch_size, train_epochs=spec.train_epochs,
+                 anomaly_ratio=ratio)
     if not 0 < args.anomaly_ratio <= 50:
         raise ValueError(f"--anomaly_ratio is a percentage in (0, 50], got {args.anomaly_ratio} "
                          f"(e.g. 0.85 for MSL means 0.85 %)")
