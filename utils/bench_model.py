@@ -18,13 +18,15 @@ auxiliary loss), backward, ``torch.optim.Adam`` step over the trainable
 parameters: what ``exp/`` does per batch. Inference = forward in eval mode
 under ``torch.no_grad()``.
 
-Each configuration runs in its own fresh Python process, one after another
-(``--repeats`` rounds, interleaved), so the peak resident memory
-(``ru_maxrss``) belongs to that configuration alone; we report the peak and
-its growth during the timed steps (activations, gradients, optimiser state).
-Times are medians over ``--steps`` steps after ``--warmup`` steps; with
-several rounds, the best round's median. The machine may be shared: compare
-the ratios within one run, not absolute numbers across runs.
+Timing: one process builds both models and runs the configurations
+*interleaved* (step 1 of every configuration, then step 2 of every one, ...),
+so that load from other users of a shared machine hits all of them alike;
+we report medians over ``--steps`` steps after ``--warmup`` steps. Memory:
+each configuration then runs a few steps in its own fresh process, so that its
+peak resident memory (``ru_maxrss``) is its own; we report the peak and its
+growth during training (activations, gradients, optimiser state). Compare the
+ratios within one run; absolute numbers move with the machine's load, which
+is printed before and after.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=100)
     parser.add_argument("--channels", type=int, default=38)
-    parser.add_argument("--llm", default="gpt2")
+    parser.add_argument("--llm", default="gpt2",
+                        help="CrossAlign backbone; a comma list (e.g. minilm,smollm2) times each side by side")
     parser.add_argument("--llm_init", default="random", choices=("pretrained", "random"))
     parser.add_argument("--llm_layers", type=int, default=6, help="CrossAlign's LLM blocks and the plain GPT2Model's")
     parser.add_argument("--model_flags", default="",
@@ -61,7 +64,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--infer_steps", type=int, default=5, help="timed inference passes")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the best median counts")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -71,13 +73,13 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _build(kind: str, args: argparse.Namespace):
+def _build(kind: str, args: argparse.Namespace, llm: str):
     import torch.nn as nn
 
     if kind == "CrossAlign":
         import run
         from models.CrossAlign import Model
-        flags = ["--llm", args.llm, "--llm_init", args.llm_init, "--llm_layers", str(args.llm_layers)]
+        flags = ["--llm", llm, "--llm_init", args.llm_init, "--llm_layers", str(args.llm_layers)]
         margs = run.build_parser().parse_args(flags + args.model_flags.split())
         margs.enc_in, margs.seq_len = args.channels, args.seq_len
         return Model(margs)
@@ -100,77 +102,139 @@ def _build(kind: str, args: argparse.Namespace):
     return PlainGPT2()
 
 
-def _measure(name: str, args: argparse.Namespace) -> dict:
-    import torch
-    import torch.nn.functional as F
+class _Runner:
+    """One configuration's model, optimiser and batch; ``train_step()``/``infer()`` return seconds."""
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    kind, bf16 = CONFIGS[name]
-    torch.manual_seed(0)
-    model = _build(kind, args)
-    x = torch.randn(args.batch_size, args.seq_len, args.channels)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-4)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+    def __init__(self, name: str, llm: str | None, model, x) -> None:
+        import torch
+        config = name.split("@")[0]
+        self.name, self.llm, (self.kind, self.bf16) = name, llm, CONFIGS[config]
+        self.model, self.x = model, x
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=1e-4)
 
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            out = model(x)
+    def _autocast(self):
+        import torch
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def train_step(self) -> float:
+        import torch.nn.functional as F
+        self.model.train()
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model(self.x)
         out, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.mse_loss(out.float(), x)
+        loss = F.mse_loss(out.float(), self.x)
         if aux is not None:
             loss = loss + aux.float()
         loss.backward()
-        opt.step()
+        self.opt.step()
+        return time.perf_counter() - t0
 
-    model.train()
-    rss_built = _rss_mib()
-    times = []
-    for i in range(args.warmup + args.steps):
+    def infer(self) -> float:
+        import torch
+        self.model.eval()
         t0 = time.perf_counter()
-        train_step()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    rss_train = _rss_mib()
-    model.eval()
-    infer = []
-    with torch.no_grad():
-        for i in range(1 + args.infer_steps):
-            t0 = time.perf_counter()
-            with autocast():
-                model(x)
+        with torch.no_grad(), self._autocast():
+            self.model(self.x)
+        return time.perf_counter() - t0
+
+
+def _runs(names: list[str], llms: list[str]) -> list[tuple[str, str | None]]:
+    """(run name, backbone) pairs: a CrossAlign configuration once per backbone (``config@llm`` if several)."""
+    out = []
+    for name in names:
+        if CONFIGS[name][0] != "CrossAlign":
+            out.append((name, None))
+        else:
+            out += [(name if len(llms) == 1 else f"{name}@{llm}", llm) for llm in llms]
+    return out
+
+
+def _setup(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> list[_Runner]:
+    """Runners; configurations of the same model share one instance (precision is a runtime choice)."""
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, args.seq_len, args.channels)
+    models: dict[tuple, object] = {}
+    runners = []
+    for name, llm in runs:
+        key = (CONFIGS[name.split("@")[0]][0], llm)
+        if key not in models:
+            torch.manual_seed(0)
+            models[key] = _build(key[0], args, llm)
+        runners.append(_Runner(name, llm, models[key], x))
+    return runners
+
+
+def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dict:
+    import torch
+    runners = _setup(runs, args)
+    train = {r.name: [] for r in runners}
+    infer = {r.name: [] for r in runners}
+    for i in range(args.warmup + args.steps):
+        for r in runners:
+            dt = r.train_step()
+            if i >= args.warmup:
+                train[r.name].append(dt)
+    for i in range(1 + args.infer_steps):
+        for r in runners:
+            dt = r.infer()
             if i >= 1:
-                infer.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    inf = statistics.median(infer)
-    return {"config": name, "model": kind, "bf16": bf16, "train_ms": 1e3 * step, "train_ms_min": 1e3 * min(times),
-            "train_windows_s": args.batch_size / step, "infer_ms": 1e3 * inf, "infer_windows_s": args.batch_size / inf,
-            "rss_built_mib": rss_built, "rss_peak_mib": max(rss_train, _rss_mib()),
-            "rss_train_growth_mib": rss_train - rss_built,
-            "trainable_params": sum(p.numel() for p in params), "total_params": sum(p.numel() for p in model.parameters()),
-            "threads": torch.get_num_threads()}
+                infer[r.name].append(dt)
+    out = {}
+    for r in runners:
+        step, inf = statistics.median(train[r.name]), statistics.median(infer[r.name])
+        out[r.name] = {"config": r.name, "model": r.kind, "llm": r.llm, "bf16": r.bf16, "train_ms": 1e3 * step,
+                       "train_ms_all": [round(1e3 * t) for t in train[r.name]],
+                       "train_windows_s": args.batch_size / step, "infer_ms": 1e3 * inf,
+                       "infer_windows_s": args.batch_size / inf,
+                       "trainable_params": sum(p.numel() for p in r.params),
+                       "total_params": sum(p.numel() for p in r.model.parameters()),
+                       "threads": torch.get_num_threads()}
+    return out
 
 
-def _run_worker(name: str, argv: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "utils.benchmark", "model", *argv, "--_worker", name]
+def _memory(run: tuple[str, str | None], args: argparse.Namespace) -> dict:
+    (runner,) = _setup([run], args)
+    built = _rss_mib()
+    for _ in range(2):
+        runner.train_step()
+    trained = _rss_mib()
+    runner.infer()
+    return {"rss_built_mib": built, "rss_peak_mib": _rss_mib(), "rss_train_growth_mib": trained - built}
+
+
+def _run_worker(task: str, argv: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "utils.benchmark", "model", *argv, "--_worker", task]
     proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker {name} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark worker {task} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
 def _table(results: list[dict]) -> str:
     ref = next((r for r in results if r["config"] == _REFERENCE), None)
-    head = (f"{'configuration':<18}{'train ms/step':>14}{'train win/s':>12}{'infer ms':>10}{'infer win/s':>12}"
+    multi = len({r["llm"] for r in results if r["llm"]}) > 1
+
+    def label(r: dict) -> str:
+        llm = f"[{r['llm']}]" if multi and r["llm"] else ""
+        return f"{r['model']}{llm} {'bf16' if r['bf16'] else 'fp32'}"
+    w = max(18, max(len(label(r)) for r in results) + 2)
+    head = (f"{'configuration':<{w}}{'train ms/step':>14}{'train win/s':>12}{'infer ms':>10}{'infer win/s':>12}"
             f"{'peak RSS MiB':>13}{'+train MiB':>11}{'trainable':>13}{'total':>13}{'train x':>9}{'infer x':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
-        label = f"{r['model']} {'bf16' if r['bf16'] else 'fp32'}"
         tx = f"{ref['train_ms'] / r['train_ms']:.2f}" if ref else "-"
         ix = f"{ref['infer_ms'] / r['infer_ms']:.2f}" if ref else "-"
-        lines.append(f"{label:<18}{r['train_ms']:>14.0f}{r['train_windows_s']:>12.1f}{r['infer_ms']:>10.0f}"
+        lines.append(f"{label(r):<{w}}{r['train_ms']:>14.0f}{r['train_windows_s']:>12.1f}{r['infer_ms']:>10.0f}"
                      f"{r['infer_windows_s']:>12.1f}{r['rss_peak_mib']:>13.0f}{r['rss_train_growth_mib']:>11.0f}"
                      f"{r['trainable_params']:>13,}{r['total_params']:>13,}{tx:>9}{ix:>9}")
     if ref:
@@ -179,29 +243,32 @@ def _table(results: list[dict]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args._worker:
-        print(json.dumps(_measure(args._worker, args)))
-        return 0
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    llms = [m.strip() for m in args.llm.split(",") if m.strip()]
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown --configs {unknown}; choose from {', '.join(CONFIGS)}")
+    if args._worker:
+        task, _, name = args._worker.partition(":")
+        runs = _runs(names, llms)
+        result = _timing(runs, args) if task == "timing" else _memory(next(r for r in runs if r[0] == name), args)
+        print(json.dumps(result))
+        return 0
     argv = [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
             f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
             f"--model_flags={args.model_flags}", f"--warmup={args.warmup}", f"--steps={args.steps}",
-            f"--infer_steps={args.infer_steps}"] + ([f"--threads={args.threads}"] if args.threads else [])
+            f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}"] \
+        + ([f"--threads={args.threads}"] if args.threads else [])
     print(f"model benchmark: B={args.batch_size} L={args.seq_len} C={args.channels}, {args.llm_layers} LLM layers, "
-          f"CrossAlign --llm {args.llm} --llm_init {args.llm_init} {args.model_flags}; "
-          f"{args.warmup} warm-up + {args.steps} timed steps, {args.repeats} round(s), one process per configuration")
-    best: dict[str, dict] = {}
-    for round_ in range(args.repeats):
-        for name in names:
-            r = _run_worker(name, argv)
-            print(f"  round {round_ + 1} {name}: train {r['train_ms']:.0f} ms/step, infer {r['infer_ms']:.0f} ms, "
-                  f"peak RSS {r['rss_peak_mib']:.0f} MiB", flush=True)
-            if name not in best or r["train_ms"] < best[name]["train_ms"]:
-                best[name] = r
-    results = [best[n] for n in names]
+          f"CrossAlign --llm {args.llm} --llm_init {args.llm_init} {args.model_flags}; threads "
+          f"{args.threads or 'torch default'}; {args.warmup} warm-up + {args.steps} timed steps, interleaved")
+    print(f"  before: {_load()}", flush=True)
+    timing = _run_worker("timing", argv)
+    print(f"  timed:  {_load()}", flush=True)
+    results = []
+    for name, _ in _runs(names, llms):
+        results.append({**timing[name], **_run_worker(f"memory:{name}", argv)})
+    print(f"  after memory runs: {_load()}")
     print(_table(results))
     if args.json:
         from utils.io import save_json
