@@ -18,6 +18,15 @@ from layers.pmd import load_or_build_memory, principal_memory
 from models.CrossAlign import Model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP barrier stalls (10-50x slower when busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSALIGN_CACHE", str(tmp_path / "pmd-cache"))
