@@ -110,6 +110,7 @@ def load_or_build_memory(token_embedding: torch.Tensor, k: int, backbone: str, i
     os.close(fd)
     try:
         torch.save({"memory": memory, "sha256": digest, "backbone": backbone, "init": init, "k": k}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
     finally:
         if os.path.exists(tmp):
