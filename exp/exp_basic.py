@@ -69,7 +69,7 @@ class ExpBasic:
         parts += [self._setting_data_part(), f"bs{a.batch_size}", f"lr{a.learning_rate:g}", f"ep{a.train_epochs}"]
         if a.model == "CrossAlign":
             llm = "none" if a.llm == "none" else f"{os.path.basename(a.llm.rstrip('/'))}-{a.llm_init}-l{a.llm_layers}"
-            parts += [f"llm{llm}", f"pmd{a.pmd}", f"fft{a.fft}", f"ssm{a.ssm_layers}"]
+            parts += [f"llm{llm}", f"pmd{a.pmd}", f"fb{a.freq_branch}", f"fft{a.fft}", f"ssm{a.ssm_layers}"]
         parts += [f"sd{a.seed}", a.des, str(i)]
         return re.sub(r"[^A-Za-z0-9_.+-]", "-", "_".join(str(p) for p in parts))
 
