@@ -30,3 +30,13 @@ def run_cli(tmp_path):
         common = ["--checkpoints", str(tmp_path / "checkpoints"), "--results", results, "--no_progress"]
         return run.main([*flags, *common, *([] if plot else ["--no_plot"])]), results
     return _run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP barrier stalls (10-50x slower when busy)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from conftest import REPO
 from layers.llm import OFFLINE_BACKBONES, _package_dir, load_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: one thread avoids OpenMP barrier stalls (10-50x slower when busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_config(folder, config) -> str:
