@@ -59,7 +59,7 @@ def _as_labels(labels: np.ndarray, n_test: int, name: str) -> np.ndarray:
     if len(labels) != n_test:
         raise ValueError(f"{name}: {len(labels)} labels for {n_test} test points; "
                          f"the label file must have exactly one row per test row")
-    values = np.unique(labels[~np.isnan(labels.astype(np.float64))])
+    values = np.unique(labels)
     if not np.isin(values, (0, 1)).all():
         raise ValueError(f"{name}: labels must be 0/1 (ints or floats), found values {values[:10].tolist()}")
     return labels.astype(np.int64)

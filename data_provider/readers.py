@@ -111,11 +111,10 @@ def read_ucr(spec: AnomalySpec, root: str, args: Namespace) -> Raw:
     """
     if args.entity is None:
         raise ValueError("UCR needs --entity <id> (the number before _UCR_Anomaly_ in the file name)")
+    _check_exist(spec, root, [])
     matches = [p for p in glob.glob(os.path.join(root, f"{args.entity}_UCR_Anomaly_*.txt"))
                if _UCR_NAME.match(os.path.basename(p))]
     if not matches:
-        if not os.path.isdir(root):
-            _check_exist(spec, root, [])
         raise _missing(spec, root, [os.path.join(root, f"{args.entity}_UCR_Anomaly_<name>_<trainEnd>_<begin>_<end>.txt")])
     path = sorted(matches)[0]
     _, _, train_end, begin, end = _UCR_NAME.match(os.path.basename(path)).groups()
