@@ -14,7 +14,8 @@ projection is ``W_m``; then ``LayerNorm(s + a)`` and a linear head.
 
 ``MultiHeadAttention`` (Vaswani et al., 2017) is the one attention module of
 the model (time self-attention, memory retrieval, cross-alignment). It runs
-PyTorch's fused ``scaled_dot_product_attention``, and accepts keys/values
+PyTorch's ``scaled_dot_product_attention`` (``layers.fast_ops.attention``:
+the same maths, trained faster on CPU), and accepts keys/values
 shared by the whole batch (``[S, d]``, the principal memory): those are
 projected once per call instead of once per sample.
 """
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from layers.fast_ops import attention
 from layers.mamba import MambaStack
 
 __all__ = ["MultiHeadAttention", "FrequencyBranch", "CrossAlignment"]
@@ -57,7 +58,7 @@ class MultiHeadAttention(nn.Module):
             q = self.q(x).reshape(b, t, h, dh).transpose(1, 2)  # [B, h, T, dh]
             k = self.k(kv).reshape(b, -1, h, dh).transpose(1, 2)  # [B, h, S, dh]
             v = self.v(kv).reshape(b, -1, h, dh).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [*, h, *, dh]
+        a = attention(q, k, v, dropout_p=p)  # [*, h, *, dh]
         return self.o(a.transpose(1, 2).reshape(b, t, d))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from layers.fast_ops import Dropout
+
 __all__ = ["TimeEmbedding", "VariateEmbedding"]
 
 
@@ -21,7 +23,7 @@ class TimeEmbedding(nn.Module):
             raise ValueError(f"TimeEmbedding needs c_in >= 1 and max_len >= 1, got {c_in}, {max_len}")
         self.value = nn.Linear(c_in, d_model)
         self.position = nn.Parameter(torch.randn(max_len, d_model) * 0.02)  # [L, d], GPT-2's init scale
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[1]
@@ -40,7 +42,7 @@ class VariateEmbedding(nn.Module):
     def __init__(self, seq_len: int, d_model: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.value = nn.Linear(seq_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.value.in_features:

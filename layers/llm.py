@@ -46,6 +46,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from layers import fast_ops
+
 __all__ = ["OFFLINE_BACKBONES", "BackboneUnavailableError", "BackboneSource", "Backbone",
            "resolve_backbone", "load_backbone", "count_parameters"]
 
@@ -509,5 +511,6 @@ def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: in
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
         logging.getLogger("peft").setLevel(logging.ERROR)
         peft_model = get_peft_model(base, lora)  # freezes every non-LoRA parameter
+    fast_ops.install(peft_model.get_base_model())  # same maths, cheaper CPU dropout masks and attention
     return Backbone(peft_model, family, src, init == "pretrained", base.config.num_hidden_layers, total,
                     token_embedding)

@@ -1,0 +1,169 @@
+"""layers/fast_ops.py: the cheaper CPU dropout and attention compute what PyTorch's do."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from layers import fast_ops
+from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, attention, dropout
+from layers.llm import load_backbone
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_dropout_identity_and_bounds():
+    x = torch.randn(4, 5)
+    assert dropout(x, 0.0) is x
+    assert dropout(x, 0.5, training=False) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="dropout probability"):
+            dropout(x, bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_rate_scale_and_mean(dtype, p):
+    torch.manual_seed(0)
+    n = 1_000_003  # not a multiple of 4: the last 64-bit draw is only partly used
+    y = dropout(torch.ones(n, dtype=dtype), p)
+    assert y.dtype == dtype and y.shape == (n,)
+    dropped = (y == 0).double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(dropped - p) < 6 * sigma
+    threshold = round(p * 2 ** 15)
+    scale = torch.tensor(2 ** 15 / (2 ** 15 - threshold), dtype=dtype)
+    assert torch.equal(y[y != 0].unique(), scale.reshape(1))  # kept values scaled exactly
+    assert abs(y.double().mean().item() - 1.0) < 6 * sigma * scale.item() + 1e-3
+
+
+def test_dropout_gradient_uses_the_forward_mask():
+    torch.manual_seed(1)
+    x = torch.randn(7, 3, 11, requires_grad=True)
+    y = dropout(x, 0.3)
+    g = torch.randn_like(y)
+    y.backward(g)
+    scale = y[y != 0] / x.detach()[y != 0]
+    assert torch.allclose(scale, scale[0].expand_as(scale))
+    assert torch.equal(x.grad, torch.where(y == 0, torch.zeros_like(g), g * scale[0]))
+
+
+def test_dropout_follows_the_torch_seed():
+    x = torch.randn(1000)
+    torch.manual_seed(5)
+    a = dropout(x, 0.2)
+    torch.manual_seed(5)
+    b = dropout(x, 0.2)
+    torch.manual_seed(6)
+    c = dropout(x, 0.2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_dropout_modules():
+    m = Dropout(0.25)
+    assert isinstance(m, nn.Dropout) and m.p == 0.25
+    x = torch.randn(100, 10)
+    assert not torch.equal(m(x), x)
+    m.eval()
+    assert m(x) is x
+    lora = LoraDropout(0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lora(x).dtype == torch.bfloat16  # cast first: lora_A's matmul would cast anyway
+    assert lora(x).dtype == torch.float32
+
+
+def _qkv(dtype, b=2, h=3, t=9, s=13, e=8, seed=0):
+    torch.manual_seed(seed)
+    return [torch.randn(b, h, n, e, dtype=dtype, requires_grad=True) for n in (t, s, s)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "additive"])
+def test_attention_matches_sdpa_with_gradients(dtype, tol, mask_kind):
+    q, k, v = _qkv(dtype)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(9, 13) > 0.3
+        mask[:, 0] = True  # no fully masked row
+    elif mask_kind == "additive":
+        mask = torch.randn(2, 1, 9, 13, dtype=dtype)
+    causal = mask_kind == "causal"
+    # dropout 0 in bf16 takes our unfused path (with gradients); fp32 goes through SDPA itself
+    ours = attention(q, k, v, mask, is_causal=causal, scale=0.3)
+    g = torch.randn_like(ours)
+    grads = torch.autograd.grad(ours, (q, k, v), g)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=0.3)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    assert ours.dtype == dtype and ours.shape == ref.shape
+    assert torch.allclose(ours.float(), ref.float(), atol=tol, rtol=tol)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+def test_attention_with_dropout_is_softmax_dropped_times_v():
+    q, k, v = _qkv(torch.float32, t=6, s=6)
+    torch.manual_seed(11)
+    out = attention(q, k, v, dropout_p=0.2, is_causal=True)
+    torch.manual_seed(11)  # the only random draw is the mask of the attention weights
+    scores = (q @ k.transpose(-2, -1)) / 8 ** 0.5
+    scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+    dropped, scale = fast_ops._drop_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device)
+    expected = torch.softmax(scores, -1).masked_fill(dropped, 0) * scale @ v
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_attention_without_gradients_is_sdpa():
+    q, k, v = _qkv(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(attention(q, k, v, is_causal=True),
+                           F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def _tiny(tmp_path, kind: str, drop: float) -> str:
+    from transformers import GPT2Config, LlamaConfig
+    if kind == "gpt2":
+        cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64,
+                         resid_pdrop=drop, attn_pdrop=drop, embd_pdrop=drop)
+    else:
+        cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, vocab_size=100, attention_dropout=drop)
+    folder = tmp_path / kind
+    cfg.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_install_replaces_every_dropout_and_the_attention(tmp_path):
+    bb = load_backbone(_tiny(tmp_path, "gpt2", 0.1), 2, init="random", lora_dropout=0.1)
+    kinds = [type(m) for m in bb.modules()]
+    assert nn.Dropout not in kinds
+    assert LoraDropout in kinds and Dropout in kinds
+    assert bb.base.config._attn_implementation == ATTENTION_NAME
+    assert all(not layer.cast_input_dtype_enabled for layer in bb.modules() if hasattr(layer, "lora_A"))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_backbone_with_fast_ops_matches_native_sdpa(tmp_path, kind):
+    """Same outputs and gradients as transformers' own SDPA attention (no dropout, so both are deterministic)."""
+    torch.manual_seed(0)
+    bb = load_backbone(_tiny(tmp_path, kind, 0.0), 2, init="random", lora_dropout=0.0)
+    for p in bb.parameters():  # LoRA B starts at zero; make the adapters matter
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    bb.train()
+    h = torch.randn(3, 10, 32, requires_grad=True)
+
+    def run(implementation: str, bf16: bool):
+        bb.base.config._attn_implementation = implementation
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = bb(h, adapters=True).float()
+        grads = torch.autograd.grad(out.square().sum(), [h] + [p for p in bb.parameters() if p.requires_grad])
+        return out, grads
+
+    for bf16, tol in ((False, 1e-5), (True, 5e-2)):
+        ours, ours_grads = run(ATTENTION_NAME, bf16)
+        ref, ref_grads = run("sdpa", bf16)
+        assert torch.allclose(ours, ref, atol=tol, rtol=tol)
+        for a, b in zip(ours_grads, ref_grads):
+            assert torch.allclose(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
