@@ -27,11 +27,28 @@ peak resident memory (``ru_maxrss``) is its own; we report the peak and its
 growth during training (activations, gradients, optimiser state). Compare the
 ratios within one run; absolute numbers move with the machine's load, which
 is printed before and after.
+
+Roofline (a second table): each configuration's matmul FLOPs of one step's
+forward + backward (``count_flops``: ``FlopCounterMode`` plus our formulas
+for CPU's fused attention, which it does not count, and for grouped
+convolutions' backward, which it miscounts), counted on an extra, untimed step
+after the timed ones; this machine's GEMM rate in fp32 and bf16
+(``gemm_rate``: a GPT-2 block's four weight GEMMs at ``M = B*L``, forward,
+grad-input and grad-weight), one pass per precision after each round of
+training steps so that load hits it as it hits them, median; the *GEMM
+floor* = FLOPs / rate of the configuration's precision, i.e. its step time if
+every matmul ran at that rate and nothing else cost anything; and *floor x* =
+the reference's measured train ms / that floor, the best ``train x`` the
+configuration can reach on this machine. CrossAlign runs its LLM blocks twice
+(LoRA student and frozen teacher) and backpropagates through both, so it has
+more FLOPs per step than the plain GPT2Model: floor x shows how much of that
+bf16 GEMMs can buy back.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -39,6 +56,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from typing import Callable, Sequence
 
 CONFIGS = {
     "crossalign_fp32": ("CrossAlign", False),
@@ -71,6 +89,116 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --- roofline: the matmul FLOPs a step executes, and the rate this machine runs GEMMs at ---------------------
+
+def sdpa_flops(q_shape: Sequence[int], k_shape: Sequence[int], v_shape: Sequence[int],
+               backward: bool = False) -> int:
+    """Matmul FLOPs of an attention core ``softmax(Q K^T) V``, ``q [..., L, E]``, ``k [..., S, E]``, ``v [..., S, Ev]``.
+
+    Dense over all ``L x S`` scores: a causal kernel skips part of them, which
+    is not modelled. Forward: ``Q K^T`` and ``P V``. Backward as a flash
+    kernel runs it: ``Q K^T`` recomputed (only the logsumexp is saved), then
+    ``dV = P^T dO``, ``dP = dO V^T``, ``dQ = dS K``, ``dK = dS^T Q``.
+    """
+    *batch, length, e = q_shape
+    s, ev = k_shape[-2], v_shape[-1]
+    scores = 2 * math.prod(batch) * length * s * e
+    values = 2 * math.prod(batch) * length * s * ev
+    return 3 * scores + 2 * values if backward else scores + values
+
+
+def conv_flops(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int],
+               transposed: bool = False) -> int:
+    """Forward FLOPs of a convolution: 2 x every output point x its filter taps x the input channels of its group.
+
+    ``w_shape`` holds the per-group channels (``[C_out, C_in / groups, *k]``),
+    so grouped and depthwise convolutions come out right; a transposed
+    convolution scatters from every *input* point instead.
+    """
+    return 2 * x_shape[0] * math.prod((x_shape if transposed else out_shape)[2:]) * math.prod(w_shape)
+
+
+def _flop_formulas() -> dict:
+    """FlopCounterMode formulas for what it misses or miscounts on CPU.
+
+    CPU's fused attention has no formula (only the CUDA kernels do); the
+    convolution backward formula ignores ``groups`` (it counts the depthwise
+    conv1d of a Mamba block's backward as if dense, ``C`` times too much).
+    """
+    import torch
+    aten = torch.ops.aten
+
+    # FlopCounterMode passes the op's arguments in schema order, tensors replaced by their shapes, plus out_shape
+    def attention(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flops(q, k, v)
+
+    def attention_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flops(q, k, v, backward=True)
+
+    def convolution_backward(grad_out, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
+                             groups, output_mask, out_shape=None, **kwargs) -> int:
+        # grad-input and grad-weight each run the forward's multiply-adds once more
+        return conv_flops(x, w, grad_out, transposed) * (int(output_mask[0]) + int(output_mask[1]))
+    return {aten._scaled_dot_product_flash_attention_for_cpu: attention,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward,
+            aten.convolution_backward: convolution_backward}
+
+
+def count_flops(fn: Callable[[], object]) -> dict[str, int]:
+    """Matmul FLOPs executed by ``fn()``, per aten op (``mm``, ``addmm``, ``bmm``, ``convolution``, CPU attention ...).
+
+    ``torch.utils.flop_counter.FlopCounterMode`` counts the matmul-like ops
+    (a multiply-add = 2 FLOPs) of whatever runs, forward and backward alike;
+    elementwise ops, norms, softmax, FFT, the selective scan's arithmetic etc.
+    are not counted. CPU's fused attention core (``sdpa_flops``) and grouped
+    convolutions' backward (``conv_flops``) use our formulas (``_flop_formulas``).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
+        fn()
+    return {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items() if n}
+
+
+def gemm_shapes(m: int, d_model: int = 768, d_ff: int = 3072) -> list[tuple[int, int, int]]:
+    """``(M, K, N)`` of a GPT-2 block's four weight GEMMs ``x [M, K] @ W [K, N]``: qkv, attention out, MLP up, down."""
+    return [(m, d_model, 3 * d_model), (m, d_model, d_model), (m, d_model, d_ff), (m, d_ff, d_model)]
+
+
+def gemm_pass_flops(shapes: Sequence[tuple[int, int, int]]) -> int:
+    """FLOPs of forward ``x@W``, grad-input ``g@W.T`` and grad-weight ``x.T@g`` of each ``(M, K, N)``: 3 x 2MKN."""
+    return sum(3 * 2 * m * k * n for m, k, n in shapes)
+
+
+def gemm_operands(m: int, d_model: int = 768, d_ff: int = 3072) -> dict:
+    """``{"fp32": [(x, W, g), ...], "bf16": [...]}``: random ``x [M, K]``, ``W [K, N]``, ``g [M, N]`` per shape."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    fp32 = [tuple(torch.randn(*shape, generator=gen) for shape in ((mm, k), (k, n), (mm, n)))
+            for mm, k, n in gemm_shapes(m, d_model, d_ff)]
+    return {"fp32": fp32, "bf16": [tuple(t.bfloat16() for t in xwg) for xwg in fp32]}
+
+
+def gemm_rate(operands: list) -> float:
+    """GFLOP/s of one training pass over ``operands``: forward ``x@W``, grad-input ``g@W.T``, grad-weight ``x.T@g``.
+
+    What a Linear with a trainable weight and an input that needs its gradient runs, once per shape.
+    """
+    flops = gemm_pass_flops([(x.shape[0], x.shape[1], w.shape[1]) for x, w, _ in operands])
+    t0 = time.perf_counter()
+    for x, w, g in operands:
+        x @ w
+        g @ w.T
+        x.T @ g
+    return flops / (time.perf_counter() - t0) / 1e9
+
+
+def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = None) -> dict[str, float | None]:
+    """``floor_ms``: the step's time if every FLOP ran at the GEMM rate and nothing else cost anything;
+    ``floor_x``: the reference's measured train ms over that floor, the best ``train x`` this step can reach."""
+    floor_ms = flops / (gflops_per_s * 1e9) * 1e3
+    return {"floor_ms": floor_ms, "floor_x": ref_train_ms / floor_ms if ref_train_ms and floor_ms else None}
 
 
 def _build(kind: str, args: argparse.Namespace, llm: str):
@@ -117,10 +245,10 @@ class _Runner:
         import torch
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
-    def train_step(self) -> float:
+    def forward_backward(self) -> None:
+        """zero_grad, forward, loss, backward: a training step without the optimiser step (which runs no matmul)."""
         import torch.nn.functional as F
         self.model.train()
-        t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.model(self.x)
@@ -129,6 +257,10 @@ class _Runner:
         if aux is not None:
             loss = loss + aux.float()
         loss.backward()
+
+    def train_step(self) -> float:
+        t0 = time.perf_counter()
+        self.forward_backward()
         self.opt.step()
         return time.perf_counter() - t0
 
@@ -175,16 +307,27 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     runners = _setup(runs, args)
     train = {r.name: [] for r in runners}
     infer = {r.name: [] for r in runners}
+    # the GEMM rate is measured between the training steps, so that the machine's load hits it as it hits them
+    m = args.batch_size * args.seq_len
+    operands = gemm_operands(m)
+    gemm: dict[str, list[float]] = {name: [] for name in operands}
     for i in range(args.warmup + args.steps):
         for r in runners:
             dt = r.train_step()
             if i >= args.warmup:
                 train[r.name].append(dt)
+        for name, xwg in operands.items():
+            rate = gemm_rate(xwg)
+            if i >= args.warmup:
+                gemm[name].append(rate)
+    del operands
     for i in range(1 + args.infer_steps):
         for r in runners:
             dt = r.infer()
             if i >= 1:
                 infer[r.name].append(dt)
+    # FLOPs are counted on one more step after every timed one, so that the counter's overhead pollutes no time
+    flops = {r.name: count_flops(r.forward_backward) for r in runners}
     out = {}
     for r in runners:
         step, inf = statistics.median(train[r.name]), statistics.median(infer[r.name])
@@ -194,8 +337,11 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                        "infer_windows_s": args.batch_size / inf,
                        "trainable_params": sum(p.numel() for p in r.params),
                        "total_params": sum(p.numel() for p in r.model.parameters()),
-                       "threads": torch.get_num_threads()}
-    return out
+                       "threads": torch.get_num_threads(),
+                       "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name]}
+    return {"runs": out, "gemm": {"m": m, "repeats": args.steps,
+                                  "gflops_s": {k: statistics.median(v) for k, v in gemm.items()},
+                                  "gflops_s_all": {k: [round(x, 1) for x in v] for k, v in gemm.items()}}}
 
 
 def _memory(run: tuple[str, str | None], args: argparse.Namespace) -> dict:
@@ -220,25 +366,59 @@ def _load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
-def _table(results: list[dict]) -> str:
+def _label(r: dict, multi: bool) -> str:
+    llm = f"[{r['llm']}]" if multi and r["llm"] else ""
+    return f"{r['model']}{llm} {'bf16' if r['bf16'] else 'fp32'}"
+
+
+def _add_roofline(results: list[dict], gemm: dict) -> None:
+    """Each result's GFLOP/step, the GEMM rate of its precision, its GEMM floor and floor x (in place)."""
+    ref = next((r for r in results if r["config"] == _REFERENCE), None)
+    for r in results:
+        rate = gemm["gflops_s"]["bf16" if r["bf16"] else "fp32"]
+        floor = gemm_floor(r["train_flops"], rate, ref["train_ms"] if ref else None)
+        r.update({"train_gflop": r["train_flops"] / 1e9, "gemm_gflops_s": rate,
+                  "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"]})
+
+
+def _table(results: list[dict], gemm: dict) -> str:
     ref = next((r for r in results if r["config"] == _REFERENCE), None)
     multi = len({r["llm"] for r in results if r["llm"]}) > 1
-
-    def label(r: dict) -> str:
-        llm = f"[{r['llm']}]" if multi and r["llm"] else ""
-        return f"{r['model']}{llm} {'bf16' if r['bf16'] else 'fp32'}"
-    w = max(18, max(len(label(r)) for r in results) + 2)
+    w = max(18, max(len(_label(r, multi)) for r in results) + 2)
     head = (f"{'configuration':<{w}}{'train ms/step':>14}{'train win/s':>12}{'infer ms':>10}{'infer win/s':>12}"
             f"{'peak RSS MiB':>13}{'+train MiB':>11}{'trainable':>13}{'total':>13}{'train x':>9}{'infer x':>9}")
     lines = [head, "-" * len(head)]
     for r in results:
         tx = f"{ref['train_ms'] / r['train_ms']:.2f}" if ref else "-"
         ix = f"{ref['infer_ms'] / r['infer_ms']:.2f}" if ref else "-"
-        lines.append(f"{label(r):<{w}}{r['train_ms']:>14.0f}{r['train_windows_s']:>12.1f}{r['infer_ms']:>10.0f}"
-                     f"{r['infer_windows_s']:>12.1f}{r['rss_peak_mib']:>13.0f}{r['rss_train_growth_mib']:>11.0f}"
-                     f"{r['trainable_params']:>13,}{r['total_params']:>13,}{tx:>9}{ix:>9}")
+        lines.append(f"{_label(r, multi):<{w}}{r['train_ms']:>14.0f}{r['train_windows_s']:>12.1f}"
+                     f"{r['infer_ms']:>10.0f}{r['infer_windows_s']:>12.1f}{r['rss_peak_mib']:>13.0f}"
+                     f"{r['rss_train_growth_mib']:>11.0f}{r['trainable_params']:>13,}{r['total_params']:>13,}"
+                     f"{tx:>9}{ix:>9}")
     if ref:
         lines.append(f"train x / infer x: speed relative to {ref['model']} fp32 (> 1 = faster)")
+
+    rates = gemm["gflops_s"]
+    lines += ["", f"roofline: GEMM rate measured here (GPT-2 block GEMMs at M=B*L={gemm['m']}, forward + grad-input "
+                  f"+ grad-weight; median of {gemm['repeats']} passes, one after each round of timed steps): "
+                  f"fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s"]
+    head = (f"{'configuration':<{w}}{'GFLOP/step':>11}{'GEMM GFLOP/s':>13}{'GEMM floor ms':>14}"
+            f"{'train ms/step':>14}{'floor/step':>11}{'floor x':>9}{'train x':>9}")
+    lines += [head, "-" * len(head)]
+    for r in results:
+        fx = f"{r['floor_x']:.2f}" if r["floor_x"] is not None else "-"
+        tx = f"{ref['train_ms'] / r['train_ms']:.2f}" if ref else "-"
+        lines.append(f"{_label(r, multi):<{w}}{r['train_gflop']:>11.1f}{r['gemm_gflops_s']:>13.0f}"
+                     f"{r['gemm_floor_ms']:>14.0f}{r['train_ms']:>14.0f}"
+                     f"{r['gemm_floor_ms'] / r['train_ms']:>11.0%}{fx:>9}{tx:>9}")
+    lines += ["GFLOP/step: matmul FLOPs of one train step, forward + backward, as FlopCounterMode counts them (mm,",
+              "  addmm, bmm, convolution; CPU fused attention, which it misses, counted by us as dense L x S);",
+              "  elementwise ops, norms, softmax, FFT, the scan's arithmetic and Adam are not counted",
+              "GEMM floor = GFLOP/step / GEMM rate of its precision: the step's time if every matmul ran at that rate",
+              "  and everything else were free; floor/step = floor / measured step"]
+    if ref:
+        lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
+                  "  can reach against that reference on this machine"]
     return "\n".join(lines)
 
 
@@ -267,11 +447,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"  timed:  {_load()}", flush=True)
     results = []
     for name, _ in _runs(names, llms):
-        results.append({**timing[name], **_run_worker(f"memory:{name}", argv)})
+        results.append({**timing["runs"][name], **_run_worker(f"memory:{name}", argv)})
     print(f"  after memory runs: {_load()}")
-    print(_table(results))
+    _add_roofline(results, timing["gemm"])
+    print(_table(results, timing["gemm"]))
     if args.json:
         from utils.io import save_json
         save_json(args.json, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                              "results": results})
+                              "gemm": timing["gemm"], "results": results})
     return 0

@@ -1,0 +1,96 @@
+"""utils.bench_model's roofline: FLOP counts of tiny steps against hand counts, the floor arithmetic, the table."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils import bench_model as bm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+M, K, N = 8, 16, 4
+
+
+def _linear_step(weight_grad: bool, input_grad: bool) -> dict[str, int]:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(K, N, bias=False).requires_grad_(weight_grad)
+    x = torch.randn(M, K, requires_grad=input_grad)
+    return bm.count_flops(lambda: lin(x).sum().backward())
+
+
+def test_linear_step_counts_forward_and_the_gradients_that_are_needed():
+    mkn = 2 * M * K * N
+    assert sum(_linear_step(weight_grad=True, input_grad=True).values()) == 3 * mkn  # forward, grad-input, grad-weight
+    assert sum(_linear_step(weight_grad=False, input_grad=True).values()) == 2 * mkn  # frozen weight: no grad-weight
+    assert sum(_linear_step(weight_grad=True, input_grad=False).values()) == 2 * mkn  # first layer: no grad-input
+
+
+def test_bias_adds_no_matmul_flops():
+    lin = torch.nn.Linear(K, N)
+    x = torch.randn(M, K, requires_grad=True)
+    counts = bm.count_flops(lambda: lin(x).sum().backward())
+    assert "addmm" in counts and sum(counts.values()) == 3 * 2 * M * K * N
+
+
+def test_sdpa_flops_by_hand():
+    q, kv = (2, 3, 5, 4), (2, 3, 7, 4)  # batch 2, 3 heads, 5 queries, 7 keys, head dim 4
+    one_matmul = 2 * 2 * 3 * 5 * 7 * 4
+    assert bm.sdpa_flops(q, kv, kv) == 2 * one_matmul  # Q K^T, P V
+    assert bm.sdpa_flops(q, kv, kv, backward=True) == 5 * one_matmul  # Q K^T again, dV, dP, dQ, dK
+
+
+def test_cpu_fused_attention_is_counted():
+    """FlopCounterMode alone counts nothing for CPU's flash attention; count_flops adds our formula."""
+    q, k, v = (torch.randn(2, 3, n, 4, requires_grad=True) for n in (5, 7, 7))
+    counts = bm.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    expected = bm.sdpa_flops(q.shape, k.shape, v.shape) + bm.sdpa_flops(q.shape, k.shape, v.shape, backward=True)
+    assert sum(counts.values()) == expected
+    assert any("flash_attention_for_cpu" in op for op in counts)  # the fused path, not a math fallback's bmm
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_convolution_step_respects_groups(groups):
+    conv = torch.nn.Conv1d(8, 8, kernel_size=3, groups=groups, padding=2)  # groups=8: depthwise, as in Mamba
+    x = torch.randn(2, 8, 10, requires_grad=True)
+    forward = 2 * 2 * 12 * 3 * 8 * (8 // groups)  # batch x output points x taps x out channels x in channels/group
+    assert bm.conv_flops(x.shape, conv.weight.shape, (2, 8, 12)) == forward
+    assert sum(bm.count_flops(lambda: conv(x).sum().backward()).values()) == 3 * forward
+
+
+def test_gemm_pass_flops_of_a_gpt2_block():
+    assert bm.gemm_shapes(3200) == [(3200, 768, 2304), (3200, 768, 768), (3200, 768, 3072), (3200, 3072, 768)]
+    assert bm.gemm_pass_flops(bm.gemm_shapes(3200)) == 3 * 2 * 3200 * 768 * (2304 + 768 + 3072 + 3072)
+
+
+def test_gemm_rate_runs_the_flops_it_divides_by():
+    operands = bm.gemm_operands(8, d_model=16, d_ff=32)
+    assert set(operands) == {"fp32", "bf16"} and operands["bf16"][0][0].dtype == torch.bfloat16
+    for xwg in operands.values():
+        rates = []
+        counted = bm.count_flops(lambda: rates.append(bm.gemm_rate(xwg)))
+        assert sum(counted.values()) == bm.gemm_pass_flops(bm.gemm_shapes(8, d_model=16, d_ff=32))
+        assert rates[0] > 0
+
+
+def test_gemm_floor_arithmetic():
+    assert bm.gemm_floor(2e9, 400.0, ref_train_ms=20.0) == pytest.approx({"floor_ms": 5.0, "floor_x": 4.0})
+    assert bm.gemm_floor(2e9, 400.0)["floor_x"] is None
+
+
+def _result(config: str, train_ms: float, flops: float) -> dict:
+    model, bf16 = bm.CONFIGS[config]
+    return {"config": config, "model": model, "llm": "gpt2" if model == "CrossAlign" else None, "bf16": bf16,
+            "train_ms": train_ms, "train_windows_s": 32e3 / train_ms, "infer_ms": 100.0, "infer_windows_s": 320.0,
+            "rss_peak_mib": 1000.0, "rss_train_growth_mib": 100.0, "trainable_params": 10, "total_params": 20,
+            "train_flops": flops, "train_flops_by_op": {"mm": flops}}
+
+
+def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
+    gemm = {"m": 3200, "repeats": 3, "gflops_s": {"fp32": 200.0, "bf16": 400.0}}
+    results = [_result("crossalign_bf16", 1500.0, 1000e9), _result("gpt2_fp32", 2000.0, 300e9)]
+    bm._add_roofline(results, gemm)
+    cross, ref = results
+    assert cross["gemm_floor_ms"] == pytest.approx(2500.0) and cross["floor_x"] == pytest.approx(0.8)
+    assert ref["gemm_floor_ms"] == pytest.approx(1500.0) and ref["floor_x"] == pytest.approx(2000 / 1500)
+    table = bm._table(results, gemm)
+    assert "GEMM floor ms" in table and "floor x" in table and "bf16 400 GFLOP/s" in table
