@@ -102,16 +102,22 @@ class LoraDropout(Dropout):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)``, faster to train on CPU.
+              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+              enable_gqa: bool = False) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)``,
+    faster to train on CPU.
 
-    Shapes as SDPA: ``q [..., T, E]``, ``k [..., S, E]``, ``v [..., S, Ev]`` -> ``[..., T, Ev]``;
-    ``attn_mask`` boolean (True = attend) or additive, broadcastable to ``[..., T, S]``.
+    Shapes as SDPA: ``q [..., H, T, E]``, ``k [..., Hk, S, E]``, ``v [..., Hk, S, Ev]`` -> ``[..., H, T, Ev]``
+    (``Hk`` divides ``H`` with ``enable_gqa``, else equal); ``attn_mask`` boolean (True = attend)
+    or additive, broadcastable to ``[..., H, T, S]``.
     """
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if q.device.type != "cpu" or not grad or (dropout_p == 0.0 and q.dtype == torch.float32):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal, scale=scale)
+                                              is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    if enable_gqa and k.shape[-3] != q.shape[-3]:  # grouped key/value heads: each serves H / Hk query heads
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+        v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)).float().mul_(scale)  # [..., T, S], fp32 for the softmax
     # in place: scores is a fresh tensor and the softmax backward needs only its output
@@ -134,18 +140,15 @@ def _transformers_attention(module: nn.Module, query: torch.Tensor, key: torch.T
                             is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: ``[B, H, T, E]`` in, ``([B, T, H, E], None)`` out.
 
-    Same decisions as transformers' own SDPA function (grouped key/value heads
-    repeated, causal when the module is and no mask is given).
+    Same decisions as transformers' own SDPA function (grouped key/value heads,
+    causal when the module is and no mask is given).
     """
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
     if attention_mask is not None and attention_mask.dim() == 4:
         attention_mask = attention_mask[:, :, :, :key.shape[-2]]
     if is_causal is None:
         is_causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
-    out = attention(query, key, value, attention_mask, dropout, bool(is_causal), scaling)  # [B, H, T, E]
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    out = attention(query, key, value, attention_mask, dropout, bool(is_causal), scaling, gqa)  # [B, H, T, E]
     return out.transpose(1, 2).contiguous(), None
 
 

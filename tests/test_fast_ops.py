@@ -167,3 +167,16 @@ def test_backbone_with_fast_ops_matches_native_sdpa(tmp_path, kind):
         assert torch.allclose(ours, ref, atol=tol, rtol=tol)
         for a, b in zip(ours_grads, ref_grads):
             assert torch.allclose(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_attention_grouped_key_value_heads(dtype, tol):
+    torch.manual_seed(2)
+    q = torch.randn(2, 4, 7, 8, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(2, 2, 7, 8, dtype=dtype, requires_grad=True) for _ in range(2))
+    ours = attention(q, k, v, is_causal=True, enable_gqa=True)
+    ref = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True)
+    assert torch.allclose(ours.float(), ref.float(), atol=tol, rtol=tol)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
