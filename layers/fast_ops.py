@@ -76,8 +76,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p == 1.0 or round(p * (1 << _BITS)) == 0:
-        return F.dropout(x, p, True)
+    if x.device.type != "cpu" or not 0 < round(p * (1 << _BITS)) < (1 << _BITS):
+        return F.dropout(x, p, True)  # p within 2^-16 of 0 or 1: too fine for 15-bit draws
     return _MaskedScale.apply(x, p)
 
 
