@@ -36,7 +36,7 @@ def test_report_structure_and_labels():
         assert m["point_adjusted"]["f1"] >= m["point"]["f1"]
         assert len(m["pa_k"]["f1"]) == 11
     assert set(r["threshold_free"]) == {"auc_roc", "auc_pr", "range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}
-    assert r["params"]["vus_window"] == 20 and r["params"]["vus_max_buffer"] == 40
+    assert r["params"]["vus_window"] == 20 and r["params"]["vus_max_buffer"] == 20
     preds = predictions(r, s)
     assert set(preds) == set(r["thresholds"])
     for name, p in preds.items():

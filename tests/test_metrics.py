@@ -1,5 +1,5 @@
-"""utils.metrics: a hand-computed case per metric, properties (hypothesis), edge cases, and an optional
-cross-check against the `vus` PyPI package (reference VUS and affiliation code; skipped if absent)."""
+"""utils.metrics: a hand-computed case per metric, properties (hypothesis) and edge cases;
+cross-checks against the reference implementations are in test_reference.py."""
 from __future__ import annotations
 
 import math
@@ -86,22 +86,49 @@ def test_affiliation_hand():
     assert m["recall"] == pytest.approx(0.4)
 
 
-def test_range_auc_vus_hand():
+def test_range_curves_hand():
     s, y = np.array([0.9, 0.5, 0.1, 0.2, 0.3]), np.array([0, 1, 0, 0, 0])
     # 5 thresholds = every score. Buffers l = 0, 1 (no buffer points): ROC (0,0),(.25,0),(.25,1),...,(1,1)
     # -> 0.75, AP = 1 * 0.5 (first hit at precision 1/2).
-    # l = 2: points 0 and 2 get soft label w = sqrt(1 - 1/2); at the first threshold (only point 0):
-    # TP = w, P' = 1 + w/2, TPR = w / (1 + w/2), FPR = (1 - w) / (5 - 1 - w/2), precision = w;
-    # at the second (points 0, 1): TPR = 1, same FPR, precision (1 + w) / 2.
+    # l = 2, TSB-AD: points 0 and 2 get soft label w = sqrt(1 - 1/2); at the first threshold (only point 0):
+    # TP = w, P' = 1 + w/2 (predicted mass), TPR = w / (1 + w/2), FPR = (1 - w) / (5 - 1 - w/2),
+    # precision = w; at the second (points 0, 1): TPR = 1, same FPR, precision (1 + w) / 2.
     w = math.sqrt(0.5)
     tpr1, fpr1 = w / (1 + w / 2), (1 - w) / (4 - w / 2)
     roc2 = fpr1 * tpr1 / 2 + (1 - fpr1)
     pr2 = tpr1 * w + (1 - tpr1) * (1 + w) / 2
-    out = M.range_auc_vus(s, y, window=2, max_buffer=2, n_thresholds=5)
-    assert out["range_auc_roc"] == pytest.approx(roc2)
-    assert out["range_auc_pr"] == pytest.approx(pr2)
-    assert out["vus_roc"] == pytest.approx((0.75 + 0.75 + roc2) / 3)
-    assert out["vus_pr"] == pytest.approx((0.5 + 0.5 + pr2) / 3)
+    roc, pr = M.range_curves(s, y, [0, 1, 2], M.TSB_AD_VUS, n_thresholds=5)
+    assert roc == pytest.approx([0.75, 0.75, roc2])
+    assert pr == pytest.approx([0.5, 0.5, pr2])
+    # the vus package's RangeAUC: P' = 1 + (whole buffer mass 2w) / 2 at every threshold, PR by trapezoids
+    # from precision 1
+    t1, f1 = w / (1 + w), (1 - w) / (4 - w)
+    roc, pr = M.range_curves(s, y, [2], M.VUS_RANGE_AUC, n_thresholds=5)
+    assert roc[0] == pytest.approx(f1 * t1 / 2 + (1 - f1))
+    assert pr[0] == pytest.approx(t1 * (1 + w) / 2 + (1 - t1) * ((1 + w) / 2 + w) / 2)
+    # the published TSB-UAD: the buffer after the segment is one point shorter (none at l = 2), so only
+    # point 0 has soft label w; P' = 1 + w / 2; trapezoid PR
+    roc, pr = M.range_curves(s, y, [2], M.PUBLISHED_TSB_UAD, n_thresholds=5)
+    assert roc[0] == pytest.approx(roc2)
+    assert pr[0] == pytest.approx(tpr1 * (1 + w) / 2 + (1 - tpr1) * ((1 + w) / 2 + w) / 2)
+    # the threshold-free entry point: range-AUC as the vus package at the window, VUS as TSB-AD over 0..window
+    out = M.range_auc_vus(s, y, window=2)
+    assert out["vus_roc"] == pytest.approx((0.75 + 0.75 + roc2) / 3, abs=0.05)  # 250 thresholds here, not 5
+
+
+def test_paper_protocol_hand():
+    """Binary predictions, by hand: segments [0, 3) and [6, 8); pred hits index 1 and misses the second."""
+    y = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0])
+    pred = np.array([0, 1, 0, 0, 1, 0, 0, 0, 0, 0])
+    out = M.paper_protocol(pred, y)
+    adj = np.array([0, 1, 1, 0, 1, 0, 0, 0, 0, 0], bool)  # the published adjustment leaves index 0 at 0
+    assert np.array_equal(M.published_point_adjust(pred, y), adj)
+    assert out["pa_precision"] == pytest.approx(2 / 3) and out["pa_recall"] == pytest.approx(2 / 5)
+    assert out["pa_accuracy"] == pytest.approx(0.6)
+    aff = M.affiliation(pred.astype(bool), y)  # affiliation of the UNADJUSTED predictions
+    assert out["aff_precision"] == aff["precision"] and out["aff_recall"] == aff["recall"]
+    roc, pr = M.range_curves(adj.astype(float), y, range(201), M.PUBLISHED_TSB_UAD)
+    assert out["range_auc_roc"] == roc[100] and out["vus_pr"] == pytest.approx(pr.mean())
 
 
 def test_estimate_period():
@@ -138,6 +165,9 @@ def test_threshold_free_invariant_to_increasing_transform(data, labels):
     assert M.auc_roc(moved, y) == pytest.approx(M.auc_roc(ints, y))
     assert M.auc_pr(moved, y) == pytest.approx(M.auc_pr(ints, y))
     assert M.range_auc_vus(moved, y, 4) == pytest.approx(M.range_auc_vus(ints, y, 4))
+    for conv in (M.TSB_AD_VUS, M.VUS_RANGE_AUC, M.PUBLISHED_TSB_UAD):
+        assert np.stack(M.range_curves(moved, y, range(9), conv)) == pytest.approx(
+            np.stack(M.range_curves(ints, y, range(9), conv)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -149,7 +179,11 @@ def test_perfect_scores_give_one(labels):
     s = y.astype(float)
     assert M.auc_roc(s, y) == pytest.approx(1.0)
     assert M.auc_pr(s, y) == pytest.approx(1.0)
-    assert all(v == pytest.approx(1.0) for v in M.range_auc_vus(s, y, 6).values())
+    assert all(v == pytest.approx(1.0) for v in M.vus(s, y, 6).values())  # TSB-AD's VUS: 1 for a perfect score
+    assert all(v == pytest.approx(1.0) for v in M.range_auc(s, y, 0).values())
+    # the vus package's RangeAUC counts the whole buffer mass in P', so a perfect score stays below 1
+    # once buffers exist, unless they fall outside the series
+    assert M.range_auc(s, y, 6)["range_auc_roc"] <= 1.0 + 1e-12
     assert M.precision_recall_f1(y, y)["f1"] == pytest.approx(1.0)
     assert M.adjusted_metrics(y, y)["f1"] == pytest.approx(1.0)
     assert M.pa_k_curve(y, y)["auc"] == pytest.approx(1.0)
@@ -220,34 +254,3 @@ def test_matches_sklearn_auc():
     s = np.round(rng.random(3000) + 0.3 * y, 2)  # with ties
     assert M.auc_roc(s, y) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
     assert M.auc_pr(s, y) == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)
-
-
-# ----------------------------------------------------------------------------- optional reference
-
-
-def test_cross_check_vus_package():
-    """Against the `vus` package (TSB-AD's VUS, Huet et al.'s affiliation); skipped when not installed."""
-    vus_metrics = pytest.importorskip("vus.utils.metrics", reason="optional `vus` package not installed")
-    aff = pytest.importorskip("vus.affiliation.metrics")
-    gen = pytest.importorskip("vus.affiliation.generics")
-    rng = np.random.default_rng(1)
-    for trial in range(4):
-        n = int(rng.integers(300, 1500))
-        y = np.zeros(n, int)
-        for _ in range(int(rng.integers(1, 6))):
-            start = int(rng.integers(0, n - 5))
-            y[start:start + int(rng.integers(1, 40))] = 1
-        s = rng.random(n) + 0.5 * y
-        if trial == 1:
-            s = np.round(s, 1)
-        buf = int(rng.integers(0, 16))
-        *_, ref_roc, ref_pr = vus_metrics.metricor().RangeAUC_volume_opt(labels_original=y, score=s,
-                                                                          windowSize=buf, thre=250)
-        ours = M.range_auc_vus(s, y, buf // 2, max_buffer=buf)
-        assert ours["vus_roc"] == pytest.approx(ref_roc, abs=1e-10)
-        assert ours["vus_pr"] == pytest.approx(ref_pr, abs=1e-10)
-        pred = s > np.quantile(s, 0.9)
-        ref = aff.pr_from_events(gen.convert_vector_to_events(pred), gen.convert_vector_to_events(y), (0, n))
-        a = M.affiliation(pred, y)
-        assert a["precision"] == pytest.approx(ref["Affiliation_Precision"], abs=1e-10)
-        assert a["recall"] == pytest.approx(ref["Affiliation_Recall"], abs=1e-10)

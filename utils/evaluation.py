@@ -11,8 +11,17 @@ the honest ones.
                               "point_adjusted": {precision, recall, f1, accuracy},
                               "pa_k": {"k": [0..100], "f1": [...], "auc"},
                               "affiliation": {precision, recall, f1}}},
+     "paper": {threshold, pa_accuracy, pa_precision, pa_recall, pa_f1, aff_precision, aff_recall,
+               range_auc_roc, range_auc_pr, vus_roc, vus_pr, ...},
      "threshold_free": {auc_roc, auc_pr, range_auc_roc, range_auc_pr, vus_roc, vus_pr},
      "seconds": {step: wall seconds}}
+
+`paper` is the paper's published evaluation, value for value (`metrics.paper_protocol`): at the
+test-leaking `paper` threshold, its range-AUCs and VUS are computed on the point-adjusted BINARY
+PREDICTIONS (TSB-UAD's original algorithm), which is what the paper's "ROC/PRC" columns report.
+`threshold_free` is TSB-AD's evaluation of the raw scores: AUC-ROC, AUC-PR (average precision),
+VUS-ROC/PR over buffers 0..`vus_window` (TSB-AD `get_metrics`) and range-AUC-ROC/PR at `vus_window`
+(the `vus` package's `RangeAUC`).
 
 Thresholds (`scores > value` predicts an anomaly):
 - `paper`: percentile 100 - anomaly_ratio of train + TEST scores (leaks test scores; the paper's code);
@@ -35,7 +44,10 @@ from utils import metrics as M
 from utils import thresholds as T
 
 THRESHOLD_ORDER = ("paper", "trainval", "pot", "spot", "oracle")
-DEFAULT_VUS_WINDOW = 100  # TSB-AD get_metrics(slidingWindow=100); VUS then spans buffers 0..200
+DEFAULT_VUS_WINDOW = 100  # TSB-AD get_metrics(slidingWindow=100); VUS spans buffers 0..100
+PAPER_SOURCE = ("xf530xf/LLMs-Mamba d9721c5 solver.py test() -> metrics/metrics.py combine_all_evaluation_scores: "
+                "affiliation on the predictions, then range-AUC (window 100) and VUS (buffers 0..200) by TSB-UAD's "
+                "original RangeAUC on the point-adjusted predictions")
 
 
 def _clean(x):
@@ -128,7 +140,8 @@ def evaluate_scores(test_scores: np.ndarray, test_labels: np.ndarray, *, train_s
               "n_segments": int(len(starts)), "anomaly_ratio": float(anomaly_ratio),
               "params": {"pot_risk": pot_risk, "pot_level": pot_level, "vus_window": window,
                          "vus_window_source": "given" if vus_window is not None else "default (TSB-AD get_metrics)",
-                         "vus_max_buffer": 2 * window, "vus_thresholds": 250, "pa_k": list(M.PA_K),
+                         "vus_max_buffer": window, "vus_thresholds": 250, "pa_k": list(M.PA_K),
+                         "range_auc_source": M.VUS_RANGE_AUC.source, "vus_source": M.TSB_AD_VUS.source,
                          "spot_blocks": spot_blocks},
               "notes": notes, "thresholds": th}
     preds = predictions(report, s)
@@ -145,6 +158,14 @@ def evaluate_scores(test_scores: np.ndarray, test_labels: np.ndarray, *, train_s
         per[name] = entry
     seconds["point_pa_pak"] = t_pa
     seconds["affiliation"] = t_aff
+
+    # ---- the paper's published protocol on the paper threshold's predictions
+    if "paper" in preds:
+        t0 = time.perf_counter()
+        report["paper"] = {"threshold": th["paper"]["value"], "leaks_test": True, "prediction_based": True,
+                           "window": M.PAPER_WINDOW, "vus_max_buffer": 2 * M.PAPER_WINDOW, "source": PAPER_SOURCE,
+                           **M.paper_protocol(preds["paper"], y)}
+        seconds["paper_protocol"] = time.perf_counter() - t0
 
     # ---- threshold-free metrics
     t0 = time.perf_counter()
@@ -193,10 +214,14 @@ def render_table(report: dict) -> str:
         lines.append(f"{LABELS.get(name, name):<34}{_f(t['value'], 5):>11}{_f(m['point']['f1']):>8}"
                      f"{_f(m['point_adjusted']['f1']):>8}{_f(m['pa_k']['auc']):>8}{_f(m['affiliation']['f1']):>8}"
                      f"{_f(m['point']['precision']):>8}{_f(m['point']['recall']):>8}")
+    if (pp := report.get("paper")) is not None:
+        lines.append(f"paper protocol (LEAKS test; range metrics of the PA predictions): PA-F1 {_f(pp['pa_f1'])}  "
+                     f"R-AUC-ROC {_f(pp['range_auc_roc'])}  R-AUC-PR {_f(pp['range_auc_pr'])}  "
+                     f"VUS-ROC {_f(pp['vus_roc'])}  VUS-PR {_f(pp['vus_pr'])}")
     f = report["threshold_free"]
-    lines.append(f"AUC-ROC {_f(f['auc_roc'])}  AUC-PR {_f(f['auc_pr'])}  R-AUC-ROC {_f(f['range_auc_roc'])}  "
-                 f"R-AUC-PR {_f(f['range_auc_pr'])}  VUS-ROC {_f(f['vus_roc'])}  VUS-PR {_f(f['vus_pr'])}  "
-                 f"(window {report['params']['vus_window']})")
+    lines.append(f"scores (TSB-AD): AUC-ROC {_f(f['auc_roc'])}  AUC-PR {_f(f['auc_pr'])}  "
+                 f"R-AUC-ROC {_f(f['range_auc_roc'])}  R-AUC-PR {_f(f['range_auc_pr'])}  VUS-ROC {_f(f['vus_roc'])}  "
+                 f"VUS-PR {_f(f['vus_pr'])}  (window {report['params']['vus_window']})")
     for note in report["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -228,14 +253,26 @@ def render_markdown(report: dict, title: str = "") -> str:
     out.append("|---|" + "---:|" * len(p["pa_k"]))
     for name in report["thresholds"]:
         out.append(f"| {name} | " + " | ".join(_f(v, 3) for v in report["per_threshold"][name]["pa_k"]["f1"]) + " |")
+    if (pp := report.get("paper")) is not None:
+        out += ["", "## The paper's protocol (test-leaking threshold, prediction-based)", "",
+                "As the paper's published code computes it, at the `paper` threshold: affiliation on the "
+                "predictions, then point adjustment, then range-AUC and VUS **of the adjusted binary predictions** "
+                "(not of the scores). These range-AUCs are the paper table's ROC/PRC columns.", "",
+                "| PA-acc | PA-P | PA-R | PA-F1 | Aff-P | Aff-R | Range-AUC-ROC | Range-AUC-PR | VUS-ROC | VUS-PR |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "| " + " | ".join(_f(pp[k]) for k in ("pa_accuracy", "pa_precision", "pa_recall", "pa_f1",
+                                                     "aff_precision", "aff_recall", "range_auc_roc", "range_auc_pr",
+                                                     "vus_roc", "vus_pr")) + " |", "",
+                f"Window {pp['window']} (VUS buffers 0..{pp['vus_max_buffer']}); source: {pp['source']}."]
     f = report["threshold_free"]
-    out += ["", "## Threshold-free", "",
+    out += ["", "## Threshold-free (raw scores, as TSB-AD)", "",
             "| AUC-ROC | AUC-PR | Range-AUC-ROC | Range-AUC-PR | VUS-ROC | VUS-PR |",
             "|---:|---:|---:|---:|---:|---:|",
             f"| {_f(f['auc_roc'])} | {_f(f['auc_pr'])} | {_f(f['range_auc_roc'])} | {_f(f['range_auc_pr'])} | "
             f"{_f(f['vus_roc'])} | {_f(f['vus_pr'])} |", "",
-            f"Range-AUC buffer = sliding window {p['vus_window']} ({p['vus_window_source']}); VUS averages buffers "
-            f"0..{p['vus_max_buffer']} over {p['vus_thresholds']} thresholds (TSB-AD defaults). "
+            f"Sliding window {p['vus_window']} ({p['vus_window_source']}). Range-AUC at that buffer as "
+            f"{p['range_auc_source']}; VUS averages buffers 0..{p['vus_max_buffer']} over {p['vus_thresholds']} "
+            f"thresholds as {p['vus_source']}. "
             f"POT/SPOT risk {p['pot_risk']:g}, initial level {p['pot_level']:g}."]
     if report["notes"]:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
@@ -247,6 +284,9 @@ def summary_row(report: dict) -> dict[str, float]:
 
     Per threshold (paper, trainval, pot, spot, oracle): `_f1` (point-wise), `_precision`, `_recall`,
     `_pa_f1`, `_pa_precision`, `_pa_recall`, `_pa_k_auc`, `_aff_f1`, `_aff_precision`, `_aff_recall`.
+    The paper's published protocol (`report["paper"]`): `paper_pa_f1`, `paper_pa_precision`,
+    `paper_pa_recall` and `paper_aff_*` are the published code's numbers, and `paper_range_auc_roc`,
+    `paper_range_auc_pr`, `paper_vus_roc`, `paper_vus_pr` its range metrics of the adjusted predictions.
     Threshold-free: auc_roc, auc_pr, range_auc_roc, range_auc_pr, vus_roc, vus_pr. Missing or
     undefined values are NaN, so every row has the same columns.
     """
@@ -265,6 +305,15 @@ def summary_row(report: dict) -> dict[str, float]:
                     "aff_f1", "aff_precision", "aff_recall"):
             v = vals.get(key)
             row[f"{name}_{key}"] = nan if v is None else float(v)
+    paper = report.get("paper") or {}
+    for key in PAPER_COLUMNS:
+        v = paper.get(key)
+        row[f"paper_{key}"] = nan if v is None else float(v)
     for key, v in report["threshold_free"].items():
         row[key] = nan if v is None else float(v)
     return row
+
+
+# the paper block's summary columns (paper_<key>); PA and affiliation override the per-threshold ones
+PAPER_COLUMNS = ("pa_f1", "pa_precision", "pa_recall", "aff_precision", "aff_recall", "range_auc_roc",
+                 "range_auc_pr", "vus_roc", "vus_pr")

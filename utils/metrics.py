@@ -24,6 +24,8 @@ Algorithms", KDD 2022); range-AUC and VUS (Paparrizos, Boniol, Palpanas, Tsay, E
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 PA_K = tuple(range(0, 101, 10))  # the K values of the PA%K curve, in percent
@@ -259,41 +261,68 @@ def estimate_period(x: np.ndarray, max_lag: int = 400, max_period: int = 300, de
     return lag if 3 <= lag <= max_period else default
 
 
-def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffer: int | None = None,
-                  n_thresholds: int = 250) -> dict[str, float]:
-    """Range-AUC-ROC/PR and VUS-ROC/PR (Paparrizos et al., VLDB 2022).
+@dataclass(frozen=True)
+class RangeConvention:
+    """How one reference implementation buffers the labels and integrates the range curves.
 
-    Parameters (defaults as in TSB-AD's `get_metrics`):
-    - `window`: the sliding window (TSB-AD: the series' period from `estimate_period`, or 100).
-      The range-AUCs use a buffer of length `window` (range-AUC as in TSB-UAD).
-    - `max_buffer`: VUS averages the range-AUC over buffer lengths l = 0, 1, ..., `max_buffer`;
-      default `2 * window`, as TSB-AD calls its VUS with `2 * slidingWindow`.
-    - `n_thresholds`: 250 thresholds taken at evenly spaced ranks of the sorted scores
-      (prediction `scores >= thr`), plus the end points (0, 0) and (1, 1) of the ROC curve.
+    The range-AUC family (Paparrizos et al., VLDB 2022) exists in three published variants that give
+    different numbers on the same input; each is one row below. With a buffer of length l and
+    h = l // 2, a point at distance d from a true segment gets the soft label sqrt(1 - d / l);
+    points inside two buffers (or a buffer and a segment) saturate at 1.
 
-    The buffer of length l adds, on each side of every true segment, l // 2 points with soft label
-    sqrt(1 - d / l) at distance d; overlapping buffers saturate at 1. For one threshold:
-    buffered TP = sum(soft label * pred), P' = (P + P + soft mass predicted) / 2, recall = min(TP/P', 1),
-    TPR = recall * (fraction of buffered segments, merged when their buffers meet, that hold a
-    prediction), FPR = (#pred - TP) / (T - P'), precision = TP / #pred. ROC by the trapezoid rule,
-    PR as sum (TPR_k - TPR_{k-1}) * precision_k. This follows TSB-AD's `RangeAUC_volume_opt`, but the
-    loops over points and segments are replaced by rank arithmetic: each point gets the index of the
+    - `short_right`: the buffer after a segment has h - 1 points instead of h (TSB-UAD's original
+      `extend_postive_range` starts the right buffer AT the segment's last point).
+    - `soft_mass`: "predicted" puts only the PREDICTED soft mass into P' = P + mass / 2 (TSB-AD's
+      optimised VUS); "all" uses the whole buffer mass at every threshold (`RangeAUC`).
+    - `merge_touching`: buffered segments count as one event for the existence ratio when their
+      buffers touch (a run of non-zero soft labels); otherwise only when they overlap.
+    - `pr`: "step" is sum (R_k - R_{k-1}) P_k; "trapezoid" averages P_k and P_{k-1}, with P_0 = 1.
+    """
+    name: str
+    source: str
+    short_right: bool
+    soft_mass: str
+    merge_touching: bool
+    pr: str
+
+
+TSB_AD_VUS = RangeConvention(
+    "tsb_ad_vus", "TSB-AD get_metrics -> basic_metricor.RangeAUC_volume_opt (TheDatumOrg/TSB-AD 8763009, "
+    "PyPI TSB-AD 1.5); also vus 0.0.6 generate_curve(version='opt')",
+    short_right=False, soft_mass="predicted", merge_touching=False, pr="step")
+VUS_RANGE_AUC = RangeConvention(
+    "vus_range_auc", "vus 0.0.6 metricor.RangeAUC (PyPI vus, TheDatumOrg/VUS)",
+    short_right=False, soft_mass="all", merge_touching=True, pr="trapezoid")
+PUBLISHED_TSB_UAD = RangeConvention(
+    "published_tsb_uad", "the paper's code: xf530xf/LLMs-Mamba d9721c5 metrics/vus (TSB-UAD metricor.RangeAUC "
+    "and RangeAUC_volume)",
+    short_right=True, soft_mass="all", merge_touching=True, pr="trapezoid")
+
+
+def range_curves(scores: np.ndarray, labels: np.ndarray, buffers, convention: RangeConvention = TSB_AD_VUS,
+                 n_thresholds: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    """Range-AUC-ROC and range-AUC-PR `[len(buffers)]`, one per buffer length l in `buffers`.
+
+    Thresholds: `n_thresholds` values taken at evenly spaced ranks of the sorted scores
+    (`np.linspace(0, T - 1, n).astype(int)`), prediction `scores >= thr`, plus the end points (0, 0)
+    and (1, 1) of the ROC curve, as every reference does. For one threshold and buffer:
+    TP = predicted true points + predicted soft mass, P' = P + (soft mass) / 2 (see
+    `RangeConvention.soft_mass`), TPR = min(TP / P', 1) * (fraction of buffered events holding a
+    prediction), FPR = (#pred - TP) / (T - P'), precision = TP / #pred. ROC by the trapezoid rule.
+
+    The references loop over thresholds, segments and points; here each point gets the index of the
     first threshold that predicts it, so every count becomes a cumulative histogram. Cost
-    O(T log T + (max_buffer + 1) * (points within max_buffer // 2 of a segment)).
-
-    Returns {"range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}; NaN when labels are all 0 (or all 1).
+    O(T log T + len(buffers) * (points within max(buffers) // 2 of a segment)).
+    NaN arrays when labels are all 0 or all 1.
     """
     s = check_scores(scores)
     y = check_labels(labels, s.shape[0])
-    window = int(window)
-    if window < 0:
-        raise ValueError(f"window must be >= 0, got {window}")
-    max_buffer = 2 * window if max_buffer is None else int(max_buffer)
-    nan = float("nan")
-    out_nan = {"range_auc_roc": nan, "range_auc_pr": nan, "vus_roc": nan, "vus_pr": nan}
+    buffers = np.asarray(list(buffers), dtype=np.int64).reshape(-1)
+    if buffers.size == 0 or buffers.min() < 0:
+        raise ValueError(f"buffer lengths must be >= 0, got {buffers.tolist()}")
     starts, ends = segments(y)
     if len(starts) == 0 or y.all():
-        return out_nan
+        return np.full(buffers.size, np.nan), np.full(buffers.size, np.nan)
     n, K = s.shape[0], int(n_thresholds)
     last = ends - 1  # last anomalous index of each segment
 
@@ -304,8 +333,9 @@ def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffe
     hit_pos = np.cumsum(np.bincount(rank[y], minlength=K + 1))[1:].astype(np.float64)  # [K]
     P = float(y.sum())
 
-    # normal points near a segment: distance to the nearest and second-nearest segment edge
-    h_max = max_buffer // 2
+    # normal points near a segment: distances after the two nearest segments on their left (dl)
+    # and before the two nearest on their right (dr)
+    h_max = int(buffers.max()) // 2
     idx = np.flatnonzero(~y)
     j = np.searchsorted(last, idx, side="left")  # segments with last < idx are 0..j-1
     big = np.iinfo(np.int64).max // 4
@@ -314,9 +344,8 @@ def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffe
     r = np.searchsorted(starts, idx, side="right")  # segments with start > idx are r..
     dr1 = np.where(r < len(starts), starts[np.minimum(r, len(starts) - 1)] - idx, big)
     dr2 = np.where(r + 1 < len(starts), starts[np.minimum(r + 1, len(starts) - 1)] - idx, big)
-    d_sorted = np.sort(np.stack([dl1, dl2, dr1, dr2]), axis=0)
-    near = d_sorted[0] <= h_max
-    d1, d2 = d_sorted[0][near].astype(np.float64), d_sorted[1][near]
+    near = np.minimum(dl1, dr1) <= h_max
+    dl1, dl2, dr1, dr2 = dl1[near], dl2[near], dr1[near], dr2[near]
     rank_b = rank[idx[near]]
 
     # first-predicting threshold over each segment and over growing buffers on each side
@@ -325,38 +354,71 @@ def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int, max_buffe
     if h_max > 0:
         off = np.arange(1, h_max + 1)
         li, ri = starts[:, None] - off, last[:, None] + off  # [n_seg, h_max]
-        left = np.where(li >= 0, rank[np.clip(li, 0, n - 1)], never)
-        right = np.where(ri < n, rank[np.clip(ri, 0, n - 1)], never)
-        side_min = np.minimum(np.minimum.accumulate(left, axis=1), np.minimum.accumulate(right, axis=1))
+        left_min = np.minimum.accumulate(np.where(li >= 0, rank[np.clip(li, 0, n - 1)], never), axis=1)
+        right_min = np.minimum.accumulate(np.where(ri < n, rank[np.clip(ri, 0, n - 1)], never), axis=1)
     gap = starts[1:] - last[:-1]  # [n_seg - 1]
+    touch = 1 if convention.merge_touching else 0
 
-    roc = np.empty(max_buffer + 1)
-    pr = np.empty(max_buffer + 1)
-    for ell in range(max_buffer + 1):
-        h = ell // 2
-        if h > 0:
-            soft = np.where(d2 <= h, 1.0, np.where(d1 <= h, np.sqrt(np.clip(1 - d1 / ell, 0, 1)), 0.0))
+    roc = np.empty(buffers.size)
+    pr = np.empty(buffers.size)
+    for b, ell in enumerate(buffers.tolist()):
+        hl = ell // 2  # buffer points before a segment
+        hr = max(hl - 1, 0) if convention.short_right else hl  # and after it
+        m = seg_rank
+        if hl > 0:
+            after, before = dl1 <= hr, dr1 <= hl
+            double = (dl2 <= hr) | (dr2 <= hl) | (after & before)
+            d = np.where(after, dl1, dr1).astype(np.float64)
+            soft = np.where(double, 1.0, np.where(after | before, np.sqrt(np.clip(1 - d / ell, 0, 1)), 0.0))
             buf = np.cumsum(np.bincount(rank_b, weights=soft, minlength=K + 1))[1:]  # [K]
-            m = np.minimum(seg_rank, side_min[:, h - 1])
+            mass = buf if convention.soft_mass == "predicted" else np.full(K, soft.sum())
+            m = np.minimum(m, left_min[:, hl - 1])
+            if hr > 0:
+                m = np.minimum(m, right_min[:, hr - 1])
         else:
-            buf = np.zeros(K)
-            m = seg_rank
-        # buffered segments merge when their buffers meet (TSB-AD: separate iff gap > 2h)
-        first = np.r_[True, gap > 2 * h]
+            buf = mass = np.zeros(K)
+        first = np.r_[True, gap > hl + hr + touch]  # a new buffered event starts here
         group_rank = np.minimum.reduceat(m, np.flatnonzero(first))
         exist = np.cumsum(np.bincount(group_rank, minlength=K + 2))[1:K + 1]  # [K]
         tp = hit_pos + buf
-        p_new = P + buf / 2
+        p_new = P + mass / 2
         tpr = np.minimum(tp / p_new, 1.0) * exist / len(group_rank)
         fpr = (n_pred - tp) / (n - p_new)
         prec = tp / n_pred
         t = np.r_[0.0, tpr, 1.0]
         f = np.r_[0.0, fpr, 1.0]
-        roc[ell] = np.sum((f[1:] - f[:-1]) * (t[1:] + t[:-1]) / 2)
-        pr[ell] = np.sum((t[1:-1] - t[:-2]) * prec)
-    w = min(window, max_buffer)
-    return {"range_auc_roc": float(roc[w]), "range_auc_pr": float(pr[w]),
-            "vus_roc": float(roc.mean()), "vus_pr": float(pr.mean())}
+        roc[b] = np.sum((f[1:] - f[:-1]) * (t[1:] + t[:-1]) / 2)
+        height = prec if convention.pr == "step" else (prec + np.r_[1.0, prec[:-1]]) / 2
+        pr[b] = np.sum((t[1:-1] - t[:-2]) * height)
+    return roc, pr
+
+
+def range_auc(scores: np.ndarray, labels: np.ndarray, window: int,
+              convention: RangeConvention = VUS_RANGE_AUC) -> dict[str, float]:
+    """Range-AUC-ROC/PR at one buffer length `window` (default convention: the `vus` package's RangeAUC)."""
+    roc, pr = range_curves(scores, labels, [int(window)], convention)
+    return {"range_auc_roc": float(roc[0]), "range_auc_pr": float(pr[0])}
+
+
+def vus(scores: np.ndarray, labels: np.ndarray, max_buffer: int,
+        convention: RangeConvention = TSB_AD_VUS) -> dict[str, float]:
+    """VUS-ROC/PR: the range-AUCs averaged over buffer lengths 0, 1, ..., `max_buffer`."""
+    roc, pr = range_curves(scores, labels, range(int(max_buffer) + 1), convention)
+    return {"vus_roc": float(roc.mean()), "vus_pr": float(pr.mean())}
+
+
+def range_auc_vus(scores: np.ndarray, labels: np.ndarray, window: int) -> dict[str, float]:
+    """The threshold-free range metrics on raw scores, as TSB-AD reports them, at sliding window `window`.
+
+    - range-AUC-ROC/PR: the `vus` package's `metricor.RangeAUC(labels, score, window)` (`VUS_RANGE_AUC`);
+    - VUS-ROC/PR: TSB-AD `get_metrics(score, labels, slidingWindow=window)`, buffers 0..`window`
+      (`TSB_AD_VUS`).
+    Returns {"range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}; NaN when labels are all 0 (or all 1).
+    """
+    window = int(window)
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    return {**range_auc(scores, labels, window), **vus(scores, labels, window)}
 
 
 def _segment_min(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -365,6 +427,58 @@ def _segment_min(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     bounds = np.stack([starts, ends], axis=1).reshape(-1)
     vals = np.r_[values, values[-1:]]  # a dummy slot so an end index equal to T is valid
     return np.minimum.reduceat(vals, bounds)[::2]
+
+
+# --------------------------------------------------------------------------- the paper's published protocol
+
+PAPER_WINDOW = 100  # the published code calls get_range_vus_roc(pred, gt, 100): range-AUC at 100, VUS to 200
+
+
+def published_point_adjust(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Point adjustment exactly as the paper's code (`get_adjust_F1PA`) does it, as a new array.
+
+    It equals `point_adjust` except for one quirk of the published loop: its backward walk
+    `for j in range(i, 0, -1)` stops at index 1, so a true segment that starts at index 0 and is first
+    hit later keeps `pred[0] = 0`. The published code also adjusts its input in place; this function
+    never modifies `pred` or `labels`.
+    """
+    adj = point_adjust(pred, labels)
+    p = np.asarray(pred).astype(bool)
+    y = check_labels(labels, p.shape[0])
+    if y[0] and not p[0]:
+        adj[0] = False
+    return adj
+
+
+def paper_protocol(pred: np.ndarray, labels: np.ndarray, window: int = PAPER_WINDOW) -> dict[str, float]:
+    """The paper's published evaluation of binary predictions (xf530xf/LLMs-Mamba d9721c5,
+    `solver.py` test() -> `metrics/metrics.py combine_all_evaluation_scores(pred, gt, test_energy)`).
+
+    `pred` `[T]` is `test_scores > threshold` at the test-leaking percentile threshold. In the order
+    of the published code:
+    - affiliation precision/recall (Huet et al., KDD 2022) on the UNADJUSTED predictions;
+    - the predictions are point-adjusted (`published_point_adjust`);
+    - PA accuracy/precision/recall/F1 of the adjusted predictions (scikit-learn's binary definitions;
+      precision 0 when nothing is predicted);
+    - range-AUC-ROC/PR (TSB-UAD `metricor.RangeAUC`, buffer `window`) and VUS-ROC/PR (TSB-UAD
+      `RangeAUC_volume`, buffers 0..2 * `window`) computed ON THE ADJUSTED BINARY PREDICTIONS used as
+      scores (`PUBLISHED_TSB_UAD`), not on the anomaly scores. These range-AUCs are the "ROC/PRC"
+      columns of the paper's table.
+    Returns {"pa_accuracy", "pa_precision", "pa_recall", "pa_f1", "aff_precision", "aff_recall",
+    "range_auc_roc", "range_auc_pr", "vus_roc", "vus_pr"}; label-dependent values are NaN when
+    labels are all 0 (the published code raises there).
+    """
+    p = np.asarray(pred).astype(bool)
+    y = check_labels(labels, p.shape[0])
+    aff = affiliation(p, y)
+    adj = published_point_adjust(p, y)
+    pa = precision_recall_f1(adj, y)
+    window = int(window)
+    roc, pr = range_curves(adj.astype(np.float64), y, range(2 * window + 1), PUBLISHED_TSB_UAD)
+    return {"pa_accuracy": float(np.mean(adj == y)), "pa_precision": pa["precision"], "pa_recall": pa["recall"],
+            "pa_f1": pa["f1"], "aff_precision": aff["precision"], "aff_recall": aff["recall"],
+            "range_auc_roc": float(roc[window]), "range_auc_pr": float(pr[window]),
+            "vus_roc": float(roc.mean()), "vus_pr": float(pr.mean())}
 
 
 # --------------------------------------------------------------------------- affiliation
