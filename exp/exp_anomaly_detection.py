@@ -1,8 +1,8 @@
 """Anomaly detection by reconstruction: train on normal windows, score test points by their error.
 
 Score of a point = mean over channels of the squared reconstruction error,
-averaged over the windows that own the point (DESIGN section 1). The report
-(DESIGN section 3) is computed by `utils.evaluation` from test scores and
+averaged over the windows that own the point (README, The model). The report
+(README, Evaluation) is computed by `utils.eval.report` from test scores and
 labels plus training and validation scores for the leak-free thresholds.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ import torch
 
 from data_provider.anomaly import PointScoreAccumulator, WindowDataset, load_anomaly_data, window_starts
 from exp.exp_basic import ExpBasic
-from utils.evaluation import evaluate_scores, predictions, render_markdown, render_table, summary_row
+from utils.eval.plot import plot_scores
+from utils.eval.render import render_markdown, render_table
+from utils.eval.report import evaluate_scores, predictions, summary_row
 from utils.io import save_npy, save_text
-from utils.plot import plot_scores
 
 
 class ExpAnomalyDetection(ExpBasic):

@@ -10,7 +10,7 @@ independent of the data. With non-overlapping scoring windows (the default `--te
 `--seq_len`) every test point gets one independent U(0, 1) score; with overlapping windows a
 point's score is the mean of several independent uniforms (still uninformative, no longer uniform).
 Nothing is learnt (`needs_training = False`); the same seed and call order give the same scores.
-The same baseline without a model: `python -m utils.evaluate --random uniform`.
+The same baseline without a model: `python -m utils.eval --random uniform`.
 """
 from __future__ import annotations
 

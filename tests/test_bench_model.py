@@ -1,11 +1,11 @@
-"""utils.bench_model's roofline: FLOP counts of tiny steps against hand counts, the floor arithmetic, the table."""
+"""scripts.bench.model's roofline: FLOP counts of tiny steps against hand counts, the floor arithmetic, the table."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import bench_model as bm
+from scripts.bench import model as bm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 M, K, N = 8, 16, 4

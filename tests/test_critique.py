@@ -12,7 +12,7 @@ import torch
 
 from conftest import DATA_ROOT, data_path
 from reference.cases import random_case
-from utils.evaluation import evaluate_scores
+from utils.eval.report import evaluate_scores
 
 # the paper's reported CrossAlign range-AUC-ROC / range-AUC-PR (its table's ROC / PRC columns)
 CLAIMED = {"MSL": (0.9091, 0.8912), "SMAP": (0.9292, 0.9176)}
@@ -22,7 +22,7 @@ CLAIMED = {"MSL": (0.9091, 0.8912), "SMAP": (0.9292, 0.9176)}
 def test_random_scores_fool_the_paper_protocol(data):
     data_path(data, f"{data}_test_label.npy")  # skips with the reason when the dataset is absent
     for seed in (0, 1, 2):
-        case = random_case(DATA_ROOT, data, seed)  # as `utils.evaluate --random uniform --seed N`
+        case = random_case(DATA_ROOT, data, seed)  # as `utils.eval --random uniform --seed N`
         y = case["labels"]
         r = evaluate_scores(case["test"], y, train_scores=case["train"], anomaly_ratio=case["anomaly_ratio"])
         paper, at_paper = r["paper"], r["per_threshold"]["paper"]

@@ -1,4 +1,4 @@
-"""The report (utils.evaluation), scores.png (utils.plot) and the evaluate command (utils.evaluate)."""
+"""The report (utils.eval.report/render), scores.png (utils.eval.plot) and the evaluate command (python -m utils.eval)."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from utils import evaluate as cli
-from utils.evaluation import evaluate_scores, predictions, render_markdown, render_table, summary_row
-from utils.plot import plot_scores
+from utils.eval import cli
+from utils.eval.plot import plot_scores
+from utils.eval.render import render_markdown, render_table
+from utils.eval.report import evaluate_scores, predictions, summary_row
 
 
 def _series(n=3000, seed=0):
@@ -134,7 +135,7 @@ def test_cli_random_baseline_is_seeded(tmp_path):
 
 
 def test_cli_appends_summary_row_for_tables(tmp_path, capsys):
-    from utils import tables
+    from utils.eval import tables
 
     _, y, _, _ = _series()
     labels = _save(tmp_path, "l.npy", y)

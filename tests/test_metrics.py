@@ -1,4 +1,4 @@
-"""utils.metrics: a hand-computed case per metric, properties (hypothesis) and edge cases;
+"""utils.eval.metrics: a hand-computed case per metric, properties (hypothesis) and edge cases;
 cross-checks against the reference implementations are in test_reference.py."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils import metrics as M
+from utils.eval import metrics as M
 
 # ----------------------------------------------------------------------------- hand-computed cases
 

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import DATA_ROOT, reference
 from reference.cases import RANDOM_CASES, digest, paper_predictions, random_case, synthetic_cases
-from utils import metrics as M
-from utils.evaluation import evaluate_scores
+from utils.eval import metrics as M
+from utils.eval.report import evaluate_scores
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "reference", "published_protocol.json")
 # published output key -> our key in metrics.paper_protocol

@@ -1,4 +1,4 @@
-"""utils.tables: seed averaging, margins over the Random baseline, the forecasting layout, clear errors."""
+"""utils.eval.tables: seed averaging, margins over the Random baseline, the forecasting layout, clear errors."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from utils import tables
+from utils.eval import tables
 
 
 def _row(task, model, data, seed, entity="", **metrics):

@@ -1,4 +1,4 @@
-"""utils.thresholds: percentile thresholds by hand, the GPD fit against scipy, POT against a known tail,
+"""utils.eval.thresholds: percentile thresholds by hand, the GPD fit against scipy, POT against a known tail,
 SPOT's block updates against a per-point reference, and clear errors."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from utils import thresholds as T
+from utils.eval import thresholds as T
 
 
 def test_paper_threshold_uses_train_and_test():

@@ -52,7 +52,7 @@ RANDOM_CASES = {"MSL": 0.85, "SMAP": 0.8}  # dataset -> the anomaly_ratio of the
 
 
 def random_case(root: str, data: str, seed: int) -> dict | None:
-    """Uniform random scores on a dataset's test labels (MSL or SMAP), drawn exactly as `utils.evaluate
+    """Uniform random scores on a dataset's test labels (MSL or SMAP), drawn exactly as `utils.eval
     --random uniform --seed N --train_scores <data>_train.npy` draws them (test first, then train), at the
     paper script's anomaly ratio; None if the files are absent."""
     labels_path = os.path.join(root, data, f"{data}_test_label.npy")

@@ -1,4 +1,4 @@
-"""Benchmark: the full evaluation suite on a long synthetic series (`python -m utils.benchmark metrics`).
+"""Benchmark: the full evaluation suite on a long synthetic series (`python -m scripts.bench metrics`).
 
 A seeded series of `--length` points (default 1,000,000) with `--anomaly_rate` (2 %) of its points
 in anomalous segments of 20..`--max_segment` points; scores are noise plus a bump on the segments,
@@ -52,9 +52,9 @@ def _time(fn):
 
 
 def main(args: argparse.Namespace) -> int:
-    from utils import metrics as M
-    from utils import thresholds as T
-    from utils.evaluation import evaluate_scores
+    from utils.eval import metrics as M
+    from utils.eval import thresholds as T
+    from utils.eval.report import evaluate_scores
 
     scores, labels, train = synthetic(args.length, args.anomaly_rate, args.max_segment, args.seed)
     n_seg = len(M.segments(labels)[0])

@@ -1,6 +1,7 @@
-"""Benchmarks that print tables: `python -m utils.benchmark {scan,model,metrics} [options]`.
+"""Benchmarks that print tables: `python -m scripts.bench {scan,model,metrics} [options]`.
 
-Each benchmark lives in its own module (`utils/bench_<name>.py`) exposing
+They sit above the code they measure (they import run.py, models/, layers/ and utils/), outside the
+library. Each benchmark lives in its own module (`scripts/bench/<name>.py`) exposing
 `add_args(parser)` and `main(args)`. Speed is compared side by side in one
 run (ratios), since the machine may be shared and noisy; nothing here is a test.
 """
@@ -11,14 +12,14 @@ import importlib
 import sys
 
 BENCHMARKS = {
-    "scan": ("utils.bench_scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
-    "model": ("utils.bench_model", "CrossAlign train/inference step vs a plain GPT2Model"),
-    "metrics": ("utils.bench_metrics", "full evaluation suite on a long synthetic series"),
+    "scan": ("scripts.bench.scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
+    "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
+    "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="name", required=True)
     for name, (module, help_text) in BENCHMARKS.items():

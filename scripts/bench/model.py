@@ -1,4 +1,4 @@
-"""Benchmark of a training step: `python -m utils.benchmark model [options]`.
+"""Benchmark of a training step: `python -m scripts.bench model [options]`.
 
 Side by side in one run, on the same batch ``x [B, L, C]`` (default B=32,
 L=100, C=38, the issue's setting):
@@ -355,7 +355,7 @@ def _memory(run: tuple[str, str | None], args: argparse.Namespace) -> dict:
 
 
 def _run_worker(task: str, argv: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "utils.benchmark", "model", *argv, "--_worker", task]
+    cmd = [sys.executable, "-m", "scripts.bench", "model", *argv, "--_worker", task]
     proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {task} failed:\n{proc.stderr[-3000:]}")

@@ -1,4 +1,4 @@
-"""Benchmark of the selective scan: `python -m utils.benchmark scan [options]`.
+"""Benchmark of the selective scan: `python -m scripts.bench scan [options]`.
 
 Compares, on the same inputs and side by side in one run:
 
