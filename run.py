@@ -124,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.config import finalize_args  # heavy imports after --help
+    from data_provider.defaults import apply_defaults  # heavy imports after --help
 
     try:
-        args = finalize_args(args)
+        args = apply_defaults(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

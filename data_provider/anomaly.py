@@ -1,4 +1,4 @@
-"""Anomaly-detection data: read, check, clean, scale, split and window (DESIGN section 2).
+"""Anomaly-detection data: read, check, clean, scale, split and window (README, Anomaly detection > Datasets).
 
 Rules: validation is the last 20 % of the training split (chronological);
 the scaler is fitted on the training part only; windows are index -> slice
@@ -8,7 +8,6 @@ overlapping windows are averaged.
 """
 from __future__ import annotations
 
-import warnings
 from argparse import Namespace
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_provider.readers import READERS
+from data_provider.preprocess import StandardScaler, clean_nonfinite
 from data_provider.specs import get_anomaly_spec
 
 VAL_FRACTION = 0.2
@@ -37,19 +36,6 @@ class AnomalyData:
         return self.train.shape[1]
 
 
-class StandardScaler:
-    """Per-channel standardisation fitted on one array; constant channels get scale 1 (finite output)."""
-
-    def fit(self, x: np.ndarray) -> "StandardScaler":
-        self.mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        self.std = np.where(std > 1e-8, std, 1.0)
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
-
-
 def _as_labels(labels: np.ndarray, n_test: int, name: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -65,21 +51,6 @@ def _as_labels(labels: np.ndarray, n_test: int, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def clean_nonfinite(x: np.ndarray, split: str, name: str) -> tuple[np.ndarray, int]:
-    """Replace NaN/Inf by the previous finite value of the channel (0 before the first); return the count."""
-    x = np.asarray(x, dtype=np.float64)
-    bad = ~np.isfinite(x)
-    count = int(bad.sum())
-    if count:
-        warnings.warn(f"{name} {split}: {count} NaN/Inf value(s) replaced by the previous finite value "
-                      f"of their channel (0 where none precedes)", stacklevel=3)
-        idx = np.where(bad, 0, np.arange(len(x))[:, None])
-        np.maximum.accumulate(idx, axis=0, out=idx)           # index of the last finite value so far
-        filled = np.take_along_axis(x, idx, axis=0)
-        x = np.where(bad & ~np.isfinite(filled), 0.0, filled)
-    return x, count
-
-
 def load_anomaly_data(args: Namespace) -> AnomalyData:
     """Read `--data` from `--root_path`, check it, clean NaN/Inf, split off validation and scale.
 
@@ -87,7 +58,7 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
     length, channel counts, empty files, a window longer than a split.
     """
     spec = get_anomaly_spec(args.data)
-    train_raw, test_raw, labels_raw = READERS[spec.layout](spec, args.root_path, args)
+    train_raw, test_raw, labels_raw = spec.reader(spec, args.root_path, args)
     name = spec.name + (f"/{args.entity}" if args.entity else "")
     if train_raw.shape[1] != test_raw.shape[1]:
         raise ValueError(f"{name}: train has {train_raw.shape[1]} channels but test has {test_raw.shape[1]} "

@@ -1,4 +1,6 @@
-"""Long-term forecasting data (DESIGN section 4): one spec table, one dataset class, lazy windows.
+"""Long-term forecasting data (README, Long-term forecasting > Datasets): split, scale, lazy windows.
+
+The dataset table is `FORECAST_SPECS` in `data_provider/specs.py`.
 
 The splits are those of the Time-Series-Library (Wu et al., "TimesNet",
 ICLR 2023; earlier Autoformer and Informer), so results compare with the
@@ -32,89 +34,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from data_provider.anomaly import StandardScaler, clean_nonfinite
-from utils.config import fill_missing
-
-_SOURCE = ("the Autoformer / Time-Series-Library dataset collection (github.com/thuml/Time-Series-Library, "
-           "'Prepare Data': the all_datasets archive linked from its README)")
-
-
-@dataclass(frozen=True)
-class ForecastSpec:
-    """How to find and split one forecasting dataset.
-
-    folder: default `--root_path` is ./dataset/<folder> (the TSLib archive's layout).
-    file: default `--data_path` (None for custom, which must be given).
-    split: `ett_hour`, `ett_minute` (12/4/4 months) or `ratio` (70/10/20).
-    """
-
-    name: str
-    folder: str | None
-    file: str | None
-    split: str
-    freq: str
-    channels: int | None  # informational; the file decides
-    batch_size: int
-    train_epochs: int
-    seq_len: int = 96
-    aliases: tuple[str, ...] = ()
-    source: str = _SOURCE
-
-
-# batch sizes shrink with the number of variates (each variate is one token of the LLM)
-FORECAST_SPECS: dict[str, ForecastSpec] = {s.name: s for s in (
-    ForecastSpec("ETTh1", "ETT-small", "ETTh1.csv", "ett_hour", "h", 7, 32, 10),
-    ForecastSpec("ETTh2", "ETT-small", "ETTh2.csv", "ett_hour", "h", 7, 32, 10),
-    ForecastSpec("ETTm1", "ETT-small", "ETTm1.csv", "ett_minute", "t", 7, 32, 10),
-    ForecastSpec("ETTm2", "ETT-small", "ETTm2.csv", "ett_minute", "t", 7, 32, 10),
-    ForecastSpec("Weather", "weather", "weather.csv", "ratio", "10min", 21, 32, 10),
-    ForecastSpec("ECL", "electricity", "electricity.csv", "ratio", "h", 321, 16, 10, aliases=("electricity",)),
-    ForecastSpec("Traffic", "traffic", "traffic.csv", "ratio", "h", 862, 8, 10),
-    ForecastSpec("Exchange", "exchange_rate", "exchange_rate.csv", "ratio", "d", 8, 32, 10,
-                 aliases=("exchange_rate",)),
-    ForecastSpec("ILI", "illness", "national_illness.csv", "ratio", "w", 7, 16, 10, seq_len=36,
-                 aliases=("illness", "national_illness")),
-    ForecastSpec("custom", None, None, "ratio", "h", None, 32, 10, source="your own CSV"),
-)}
+from data_provider.preprocess import StandardScaler, clean_nonfinite
+from data_provider.specs import ForecastSpec, get_forecast_spec
 
 TRAIN_RATIO, TEST_RATIO = 0.7, 0.2
 _MONTH_ROWS = {"ett_hour": 30 * 24, "ett_minute": 30 * 24 * 4}  # rows per 30-day month
-
-
-def get_forecast_spec(name: str) -> ForecastSpec:
-    """Spec for `--data name` (case-insensitive, aliases accepted); a clear error lists the known names."""
-    for spec in FORECAST_SPECS.values():
-        if name.lower() in (n.lower() for n in (spec.name, *spec.aliases)):
-            return spec
-    raise ValueError(f"unknown --data {name!r} for long_term_forecast; choose one of: {', '.join(FORECAST_SPECS)} "
-                     f"(any CSV with a date column: --data custom --root_path DIR --data_path FILE.csv)")
-
-
-def finalize_forecast_args(args: Namespace) -> None:
-    """Fill forecasting defaults into `args` in place and reject meaningless flags (ValueError).
-
-    Defaults: seq_len from the table (96; ILI 36), label_len = seq_len // 2,
-    root_path ./dataset/<folder>, data_path the table's file, batch size and
-    epochs from the table, freq from the table.
-    """
-    spec = get_forecast_spec(args.data)
-    args.data = spec.name
-    if args.entity is not None:
-        raise ValueError("--entity is meaningless for long_term_forecast (it selects an SMD machine or a UCR "
-                         "series); choose the file with --root_path/--data_path")
-    if args.vus_window is not None:
-        raise ValueError("--vus_window only applies to --task_name anomaly_detection")
-    if spec.name == "custom" and (args.root_path is None or args.data_path is None):
-        raise ValueError("--data custom needs --root_path DIR and --data_path FILE.csv (a 'date' column, "
-                         "then the variables; the target column --target, default OT)")
-    fill_missing(args, root_path=os.path.join(".", "dataset", spec.folder) if spec.folder else None, data_path=spec.file, freq=spec.freq,
-                 seq_len=spec.seq_len, batch_size=spec.batch_size, train_epochs=spec.train_epochs)
-    fill_missing(args, label_len=args.seq_len // 2)
-    if args.pred_len < 1:
-        raise ValueError(f"--pred_len must be >= 1, got {args.pred_len}")
-    if not 0 <= args.label_len <= args.seq_len:
-        raise ValueError(f"--label_len must be in [0, --seq_len={args.seq_len}] (the start token is the end "
-                         f"of the lookback), got {args.label_len}")
 
 
 @dataclass

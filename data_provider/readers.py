@@ -1,4 +1,7 @@
-"""One reader per file layout of DESIGN section 2. Each returns raw `(train, test, labels)`.
+"""One reader per anomaly-detection file layout (README, Anomaly detection > Datasets).
+
+Each reader returns raw `(train, test, labels)`; the rows of
+`data_provider/specs.py` name the reader of their dataset.
 
 Readers only read and check shapes; cleaning (NaN/Inf), scaling and
 windowing happen in `data_provider/anomaly.py`. Every failure names the file,
@@ -10,12 +13,15 @@ import glob
 import os
 import re
 from argparse import Namespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from data_provider.specs import AnomalySpec
 from data_provider.synthetic import generate_synthetic
+
+if TYPE_CHECKING:  # annotations only: specs.py imports the readers
+    from data_provider.specs import AnomalySpec
 
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -174,9 +180,3 @@ def read_synthetic(spec: AnomalySpec, root: str, args: Namespace) -> Raw:
     train, test, labels, _ = generate_synthetic(args.synthetic_length, args.synthetic_channels,
                                                 args.synthetic_anomaly_rate, args.synthetic_seed)
     return train, test, labels
-
-
-READERS = {
-    "npy": read_npy, "smd": read_smd, "psm": read_psm, "swat": read_swat,
-    "ucr": read_ucr, "custom": read_custom, "synthetic": read_synthetic,
-}

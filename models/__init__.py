@@ -3,8 +3,9 @@
 Contract (shared by the anomaly and forecasting experiments):
 
 - `Model(args)`: `args` is the parsed run.py namespace, finalised by
-  `utils.config.finalize_args`; `args.enc_in` is the channel count `C` taken
-  from the data, `args.seq_len` the window `L`, `args.pred_len` the horizon.
+  `data_provider.defaults.apply_defaults`; `args.enc_in` is the channel
+  count `C` taken from the data, `args.seq_len` the window `L`,
+  `args.pred_len` the horizon.
 - `forward(x)`: `x` is `[B, L, C]`; returns the output (`[B, L, C]` for
   anomaly detection, `[B, pred_len, C_out]` for forecasting) or a tuple
   `(output, aux_loss)` where `aux_loss` is a scalar tensor already weighted

@@ -10,13 +10,13 @@ import pytest
 
 from conftest import data_path
 from data_provider.anomaly import PointScoreAccumulator, WindowDataset, load_anomaly_data, window_starts
+from data_provider.defaults import apply_defaults
 from data_provider.synthetic import ANOMALY_TYPES, generate_synthetic
 from run import build_parser
-from utils.config import finalize_args
 
 
 def make_args(*flags: str) -> Namespace:
-    return finalize_args(build_parser().parse_args(["--model", "LinearAE", *flags]))
+    return apply_defaults(build_parser().parse_args(["--model", "LinearAE", *flags]))
 
 
 def write_npy(root, prefix: str, train: np.ndarray, test: np.ndarray, labels: np.ndarray) -> str:

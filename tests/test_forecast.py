@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import REPO, data_path
+from data_provider.defaults import apply_defaults
 from data_provider.forecast import ForecastDataset, load_forecast_data
 from run import build_parser
-from utils.config import finalize_args
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def _restore_torch_threads():
 
 
 def make_args(*flags: str) -> Namespace:
-    return finalize_args(build_parser().parse_args(["--task_name", "long_term_forecast", "--model", "RepeatLast",
+    return apply_defaults(build_parser().parse_args(["--task_name", "long_term_forecast", "--model", "RepeatLast",
                                                     *flags]))
 
 
