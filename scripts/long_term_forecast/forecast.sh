@@ -3,7 +3,7 @@
 #   bash scripts/long_term_forecast/forecast.sh <DATA> [extra run.py flags]
 #
 # Per-dataset defaults (file, batch size, epochs) come from the table in
-# data_provider/forecast.py; flags given here win. Environment overrides:
+# data_provider/specs.py; flags given here win. Environment overrides:
 #   ROOT=<folder>          data folder (default ./dataset/<folder of DATA>, e.g. ./dataset/ETT-small)
 #   MODEL=<name>           model (default CrossAlign; RepeatLast is the naive baseline)
 #   EPOCHS=<n>             training epochs per horizon (default: the dataset table)
