@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 
 import torch
 import torch.nn as nn
 
-from layers.cross_alignment import MultiHeadAttention
+from layers.attention import MultiHeadAttention
+from utils.io import save_torch
 
 __all__ = ["principal_memory", "cache_dir", "load_or_build_memory", "MemoryRetrieval"]
 
@@ -105,16 +105,8 @@ def load_or_build_memory(token_embedding: torch.Tensor, k: int, backbone: str, i
         except Exception as err:  # unreadable file: recompute below
             warnings.warn(f"ignoring unreadable principal-memory cache {path}: {err}")
     memory = principal_memory(token_embedding, k)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"memory": memory, "sha256": digest, "backbone": backbone, "init": init, "k": k}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # atomic: readers see the old file or the complete new one; mode as open() gives it (the cache may be shared)
+    save_torch(path, {"memory": memory, "sha256": digest, "backbone": backbone, "init": init, "k": k})
     return memory, {**info, "pmd_cache_hit": False}
 
 

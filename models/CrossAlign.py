@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers.cross_alignment import CrossAlignment, FrequencyBranch, MultiHeadAttention
+from layers.attention import MultiHeadAttention
+from layers.cross_alignment import CrossAlignment, FrequencyBranch
 from layers.embed import TimeEmbedding, VariateEmbedding
 from layers.llm import count_parameters, load_backbone
 from layers.pmd import MemoryRetrieval, load_or_build_memory

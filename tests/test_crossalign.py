@@ -236,6 +236,9 @@ def test_memory_is_cached_atomically_and_capped_at_d(tmp_path):
     assert mem.shape == (16, 16) and info["pmd_cache_hit"] is False and info["pmd_size"] == 16
     folder = os.environ["CROSSALIGN_CACHE"]
     assert os.listdir(folder) == [os.path.basename(info["pmd_cache"])]  # no temp file left behind
+    mask = os.umask(0o077)  # reading the umask means setting it
+    os.umask(mask)
+    assert os.stat(info["pmd_cache"]).st_mode & 0o777 == 0o666 & ~mask  # as open() makes it: shareable
     mem2, info2 = load_or_build_memory(w_te, 16, "some/model", "pretrained")
     assert info2["pmd_cache_hit"] is True and torch.equal(mem, mem2)
     # other weights -> another key; a corrupt file is recomputed
@@ -249,7 +252,7 @@ def test_memory_is_cached_atomically_and_capped_at_d(tmp_path):
 
 
 def test_attention_with_shared_memory_equals_the_per_sample_computation():
-    from layers.cross_alignment import MultiHeadAttention
+    from layers.attention import MultiHeadAttention
     attn = MultiHeadAttention(32, 4).eval()
     x, mem = torch.randn(3, 7, 32), torch.randn(11, 32)
     shared = attn(x, mem)

@@ -1,4 +1,4 @@
-"""LLM backbone loading (layers/llm.py): truncation, LoRA, adapters switch, offline behaviour, GGUF reading."""
+"""LLM backbone loading (layers/llm/): truncation, LoRA, adapters switch, offline behaviour, GGUF reading."""
 from __future__ import annotations
 
 import json

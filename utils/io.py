@@ -1,6 +1,7 @@
 """Atomic file output: write to a temporary file in the same folder, then rename.
 
-A crash mid-write therefore never leaves a half-written result or checkpoint.
+A crash mid-write therefore never leaves a half-written result or checkpoint,
+and the file gets the permissions a plain ``open(path, "w")`` would give it.
 """
 from __future__ import annotations
 
@@ -14,13 +15,27 @@ import pandas as pd
 import torch
 
 
+def _umask() -> int:
+    """The process umask (read per call: it can change while the process runs)."""
+    # umask can only be read by setting it; the probe value is the most private one, so a file
+    # another thread creates in this instant is at worst too private, never too open
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)`, then rename tmp_path to `path` (same directory, so the rename is atomic)."""
+    """Call `write(tmp_path)`, then rename tmp_path to `path` (same directory, so the rename is atomic).
+
+    The file ends with mode ``0o666 & ~umask``, as ``open()`` would create it
+    (mkstemp alone would leave it private, 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

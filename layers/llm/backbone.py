@@ -1,0 +1,166 @@
+"""The backbone runner: the first N blocks of a language model with LoRA, run on embeddings.
+
+``load_backbone`` builds a ``Backbone`` holding only the first ``n_layers``
+blocks, with LoRA adapters (Hu et al., "LoRA: Low-Rank Adaptation of Large
+Language Models", ICLR 2022, through ``peft``) on the attention and MLP
+projections and every base weight frozen. ``Backbone.forward`` runs the kept
+blocks; what differs between families (rotary tables for Llama, where the
+norms sit, BERT's embedding LayerNorm) is read from the family's record in
+``layers/llm/families.py``.
+
+The token-embedding matrix ``W_te [V, d]`` is handed out once at load time
+(``Backbone.token_embedding``, for the principal memory of ``layers/pmd.py``)
+and then dropped from the module: the model is fed embeddings, never token ids.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from layers import fast_ops
+from layers.llm.families import Family, family_of, get_path, set_path
+from layers.llm.loading import count_parameters, load_base
+from layers.llm.sources import BackboneSource, resolve_backbone
+
+__all__ = ["Backbone", "load_backbone"]
+
+
+class Backbone(nn.Module):
+    """The first N blocks of a language model with LoRA adapters; base weights frozen.
+
+    forward(h [B, T, d], adapters=True, add_positions=False) -> [B, T, d]:
+    optionally adds the model's own (frozen) absolute position embeddings
+    (GPT-2, BERT; Llama applies rotary positions inside attention regardless),
+    applies BERT's embedding LayerNorm for BERT-like models, runs the kept
+    blocks with the family's native attention pattern (causal for decoders,
+    bidirectional for encoders), then the final norm of pre-LN families
+    (GPT-2 ``ln_f``, Llama ``norm``), as ``GPT2Model(inputs_embeds=...)`` does.
+    ``adapters=False`` runs the very same blocks with LoRA switched off and
+    dropout off (the frozen, deterministic teacher of PMD); gradients still
+    flow to the input.
+    """
+
+    def __init__(self, peft_model: nn.Module, family: Family, source: BackboneSource, pretrained: bool,
+                 n_layers: int, total_layers: int, token_embedding: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = peft_model  # peft.PeftModel around the truncated base model
+        self.family = family
+        self.source = source
+        self.pretrained = pretrained
+        self.n_layers = n_layers
+        self.total_layers = total_layers
+        base = self.base
+        self.d_model = int(base.config.hidden_size)
+        self.max_positions = int(get_path(base, family.positions).num_embeddings) if family.positions \
+            else None
+        # not a buffer: only needed once, to build the principal memory; release with drop_token_embedding()
+        self.token_embedding = token_embedding
+
+    @property
+    def base(self) -> nn.Module:
+        return self.model.get_base_model()
+
+    def drop_token_embedding(self) -> None:
+        self.token_embedding = None
+
+    @contextlib.contextmanager
+    def adapters_disabled(self) -> Iterator[None]:
+        """LoRA off inside the block (peft's own switch); autograd records the graph as run."""
+        with self.model.disable_adapter():
+            yield
+
+    def check_length(self, n_tokens: int) -> None:
+        if self.max_positions is not None and n_tokens > self.max_positions:
+            raise ValueError(f"{self.source.name} has {self.max_positions} position embeddings; a window of "
+                             f"{n_tokens} tokens is too long: lower --seq_len or choose another --llm")
+
+    def _run_blocks(self, h: torch.Tensor, add_positions: bool) -> torch.Tensor:
+        base, fam = self.base, self.family
+        n_tokens = h.shape[1]
+        if add_positions and fam.positions is not None:
+            self.check_length(n_tokens)
+            h = h + get_path(base, fam.positions).weight[:n_tokens]  # [T, d] broadcast over batch
+        if fam.input_norm is not None:
+            if fam.token_type is not None:  # BERT adds token-type 0 to every token before its LayerNorm
+                h = h + get_path(base, fam.token_type).weight[0]
+            h = get_path(base, fam.input_norm)(h)
+        kwargs = {}
+        if fam.rotary is not None:
+            pos_ids = torch.arange(n_tokens, device=h.device)[None]  # [1, T]
+            kwargs["position_embeddings"] = get_path(base, fam.rotary)(h, pos_ids)  # (cos, sin) [1, T, head_dim]
+        for block in get_path(base, fam.blocks):
+            out = block(h, **kwargs)
+            h = out[0] if isinstance(out, tuple) else out  # GPT-2/BERT return tuples, Llama a tensor
+        if fam.final_norm is not None:
+            h = get_path(base, fam.final_norm)(h)
+        return h
+
+    def forward(self, h: torch.Tensor, adapters: bool = True, add_positions: bool = False) -> torch.Tensor:
+        if h.dim() != 3 or h.shape[-1] != self.d_model:
+            raise ValueError(f"Backbone expects [batch, tokens, {self.d_model}], got {tuple(h.shape)}")
+        if adapters:
+            return self._run_blocks(h, add_positions)
+        # the frozen teacher is deterministic: its blocks run with dropout off (eval mode), as a
+        # distillation teacher does; the flag is restored afterwards, autograd is unaffected
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.adapters_disabled():
+                return self._run_blocks(h, add_positions)
+        finally:
+            self.model.train(was_training)
+
+    def describe(self) -> dict:
+        trainable, total = count_parameters(self)
+        return {"backbone": self.source.name, "family": self.family.name, "pretrained": self.pretrained,
+                "weights_source": self.source.description if self.pretrained
+                else f"random init from the configuration of {self.source.description}",
+                "llm_layers": self.n_layers, "llm_layers_total": self.total_layers, "d_llm": self.d_model,
+                "llm_trainable_params": trainable, "llm_total_params": total}
+
+
+def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: int = 8, lora_alpha: int = 16,
+                  lora_dropout: float = 0.1) -> Backbone:
+    """Load the first `n_layers` blocks of `name`, wrap them with LoRA, freeze the rest.
+
+    Args:
+        name: ``--llm``: an offline short name (``minilm``, ``smollm2``), a local
+            folder (config.json + weights, or a .gguf file), or a Hugging Face id.
+        n_layers: blocks to keep (>= 1); more than the model has keeps them all, with a warning.
+        init: "pretrained" reads the weights; "random" builds from the configuration only.
+        lora_r, lora_alpha, lora_dropout: LoRA rank (>= 1), scale numerator, dropout.
+    Returns:
+        a ``Backbone`` whose ``token_embedding`` holds ``W_te [V, d]`` (detached)
+        until ``drop_token_embedding()``; the module itself no longer holds it.
+    Raises:
+        BackboneUnavailableError: weights not on disk and the Hub unreachable (fast, names the fixes).
+        ValueError: bad arguments or an unsupported architecture (names the supported ones).
+    """
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"--llm_layers must be a positive integer, got {n_layers!r}")
+    if lora_r < 1:
+        raise ValueError(f"--lora_r must be >= 1, got {lora_r}")
+    if not 0.0 <= lora_dropout < 1.0:
+        raise ValueError(f"--lora_dropout must be in [0, 1), got {lora_dropout}")
+    src = resolve_backbone(name, init)
+    base, total = load_base(src, n_layers, init)
+    fam = family_of(base.config.model_type, name)
+    # hand W_te out, then drop it from the module: the model is fed embeddings, never token ids
+    token_embedding = get_path(base, fam.embedding).weight.detach().clone()  # [V, d]
+    set_path(base, fam.embedding, None)
+
+    from peft import LoraConfig, get_peft_model
+    lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias="none",
+                      target_modules=list(fam.lora_targets), fan_in_fan_out=fam.fan_in_fan_out)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        logging.getLogger("peft").setLevel(logging.ERROR)
+        peft_model = get_peft_model(base, lora)  # freezes every non-LoRA parameter
+    fast_ops.install(peft_model.get_base_model())  # same maths, cheaper CPU dropout masks and attention
+    return Backbone(peft_model, fam, src, init == "pretrained", base.config.num_hidden_layers, total,
+                    token_embedding)
