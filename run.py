@@ -16,6 +16,9 @@ import os
 import sys
 from typing import Sequence
 
+from models.crossalign_config import PRESETS, preset_defaults
+from models.crossalign_config import add_flags as add_crossalign_flags
+
 TASKS = ("anomaly_detection", "long_term_forecast")
 
 
@@ -89,29 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_heads", type=int, default=8)
     g.add_argument("--dropout", type=float, default=0.1)
 
-    g = p.add_argument_group("model: CrossAlign LLM branch")
-    g.add_argument("--llm", default="gpt2",
-                   help="Hugging Face id or local dir; short offline names: minilm, smollm2; 'none' removes the branch")
-    g.add_argument("--llm_layers", type=int, default=6, help="keep the first N blocks of the LLM")
-    g.add_argument("--llm_init", default="pretrained", choices=("pretrained", "random"))
-    g.add_argument("--lora_r", type=int, default=8)
-    g.add_argument("--lora_alpha", type=int, default=16)
-    g.add_argument("--lora_dropout", type=float, default=0.1)
-    g.add_argument("--pmd", type=int, default=1, choices=(0, 1), help="Principal Memory Distillation on/off")
-    g.add_argument("--pmd_size", type=int, default=500, help="principal memory tokens K (capped at d)")
-    g.add_argument("--pmd_rounds", type=int, default=1, help="cross-attention rounds into the memory")
-    g.add_argument("--cons_weight", type=float, default=0.1, help="weight of the PMD consistency loss")
-
-    g = p.add_argument_group("model: CrossAlign frequency branch")
-    g.add_argument("--d_ssm", type=int, default=128, help="Mamba model width")
-    g.add_argument("--ssm_layers", type=int, default=2)
-    g.add_argument("--d_state", type=int, default=16)
-    g.add_argument("--d_conv", type=int, default=4)
-    g.add_argument("--expand", type=int, default=2)
-    g.add_argument("--fft", type=int, default=1, choices=(0, 1), help="0: keep Mamba output in time (ablation)")
-    g.add_argument("--freq_branch", type=int, default=1, choices=(0, 1),
-                   help="0: remove the Mamba/FFT branch and the cross-attention (ablation)")
-    g.add_argument("--ssm_backend", default="auto", choices=("auto", "cuda", "torch"))
+    add_crossalign_flags(p)
+    g = p.add_argument_group("model: presets")
+    g.add_argument("--preset", default=None, choices=tuple(PRESETS),
+                   help="published: the paper's published code's settings (12 GPT-2 blocks, 3 memory rounds with a "
+                        "fixed query, SMD training stride 100); flags given on the command line still win")
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--pot_risk", type=float, default=1e-3, help="POT/SPOT risk level q")
@@ -122,8 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the flags; a `--preset` replaces the defaults first, so explicit flags win over it."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset:
+        parser.set_defaults(**preset_defaults(args.preset, args.data))
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from data_provider.defaults import apply_defaults  # heavy imports after --help
 
     try:

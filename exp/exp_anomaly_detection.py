@@ -14,11 +14,36 @@ import numpy as np
 import torch
 
 from data_provider.anomaly import PointScoreAccumulator, WindowDataset, load_anomaly_data, window_starts
-from exp.exp_basic import ExpBasic
+from exp.exp_basic import ExpBasic, model_output
 from utils.eval.plot import plot_scores
 from utils.eval.render import render_markdown, render_table
 from utils.eval.report import evaluate_scores, predictions, summary_row
 from utils.io import save_npy, save_text
+
+
+def anomaly_loss(model: torch.nn.Module, x: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training objective on windows `x` `[B, L, C]`: `(total loss, task loss for validation)`.
+
+    A model with its own objective defines `loss(x) -> (total, task)`; otherwise the total is the MSE of
+    its reconstruction plus its auxiliary loss, and the task loss is that MSE.
+    """
+    if hasattr(model, "loss"):
+        with autocast:
+            total, task = model.loss(x)
+        return total.float(), task.float()
+    x_hat, aux = model_output(model, x, autocast)
+    mse = torch.mean((x_hat - x) ** 2)
+    return mse + aux, mse
+
+
+def window_scores(model: torch.nn.Module, x: torch.Tensor, autocast) -> torch.Tensor:
+    """Per-point anomaly scores `[B, L]` of windows `x` `[B, L, C]`: the model's `score(x)` if it has one,
+    else the mean over channels of its squared reconstruction error."""
+    if hasattr(model, "score"):
+        with autocast:
+            return model.score(x).float()
+    x_hat, _ = model_output(model, x, autocast)
+    return torch.mean((x_hat - x) ** 2, dim=-1)
 
 
 class ExpAnomalyDetection(ExpBasic):
@@ -44,10 +69,10 @@ class ExpAnomalyDetection(ExpBasic):
         return f"sl{a.seq_len}_st{a.step}_ar{a.anomaly_ratio:g}"
 
     def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = batch.to(self.device)                       # [B, L, C]
-        x_hat, aux = self.forward(x)
-        mse = torch.mean((x_hat - x) ** 2)
-        return mse + aux, mse
+        return anomaly_loss(self.model, batch.to(self.device), self._autocast())  # batch [B, L, C]
+
+    def fit_data(self) -> np.ndarray:
+        return self.data.train  # [N, C], standardised
 
     @torch.no_grad()
     def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
@@ -59,11 +84,9 @@ class ExpAnomalyDetection(ExpBasic):
         loader = self._loader(WindowDataset(series, L, starts), shuffle=False)
         first = 0
         for batch in self._progress(loader, "scoring"):
-            x = batch.to(self.device)
-            x_hat, _ = self.forward(x)
-            err = torch.mean((x_hat - x) ** 2, dim=-1)  # [B, L]
+            err = window_scores(self.model, batch.to(self.device), self._autocast())  # [B, L]
             acc.add(first, err.cpu().numpy())
-            first += len(x)
+            first += len(batch)
         return acc.result()
 
     def test(self, setting: str) -> dict:

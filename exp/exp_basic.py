@@ -2,7 +2,11 @@
 
 A task subclass provides four things: `_load_data()` (sets the loaders and
 `args.enc_in`), `_loss(batch)` (total loss for the optimiser and the task
-loss used for validation), `test(setting)`, and `setting(i)` naming the run.
+loss used for validation), `test(setting)`, and `_setting_data_part()` for the
+run's name. The loop never names a model: a model contributes through the
+optional hooks documented in `models/__init__.py` (`setting_tags`, `loss`,
+`score`, `fit`, `needs_training`). One optimisation step is `training_step`,
+which the model benchmark (`scripts/bench/model.py`) calls too.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import re
 import time
 from argparse import Namespace
 from contextlib import nullcontext
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +27,28 @@ from models import get_model_class
 from utils.io import append_summary, save_json, save_torch
 from utils.provenance import provenance
 from utils.tools import EarlyStopping, learning_rate, set_seed
+
+
+def model_output(model: nn.Module, x: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """`model(x)` under `autocast` as (float32 output, float32 auxiliary loss, 0 when the model returns none)."""
+    with autocast:
+        out = model(x)
+    out, aux = out if isinstance(out, tuple) else (out, None)
+    aux = torch.zeros((), device=x.device) if aux is None else aux.float()
+    return out.float(), aux
+
+
+def training_step(compute_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                  optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimisation step: zero the gradients, `compute_loss() -> (total, task)`, check the total is
+    finite (before any weight changes), back-propagate, step. Returns the detached total loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, _ = compute_loss()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss.item()}")
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 class ExpBasic:
@@ -61,15 +88,18 @@ class ExpBasic:
     def test(self, setting: str) -> dict:
         raise NotImplementedError
 
+    def fit_data(self):
+        """What a model's `fit` hook receives (the standardised training split); tasks with such models override it."""
+        raise NotImplementedError(f"--task_name {self.task_name} has no fit data for {self.args.model}")
+
     # ---- shared machinery ---------------------------------------------------------
     def setting(self, i: int) -> str:
         """Run name in Time-Series-Library style: task, ids, data, main hyperparameters, model options."""
         a = self.args
         parts = [a.task_name, a.model_id, a.model, a.data] + ([a.entity] if a.entity else [])
         parts += [self._setting_data_part(), f"bs{a.batch_size}", f"lr{a.learning_rate:g}", f"ep{a.train_epochs}"]
-        if a.model == "CrossAlign":
-            llm = "none" if a.llm == "none" else f"{os.path.basename(a.llm.rstrip('/'))}-{a.llm_init}-l{a.llm_layers}"
-            parts += [f"llm{llm}", f"pmd{a.pmd}", f"fb{a.freq_branch}", f"fft{a.fft}", f"ssm{a.ssm_layers}"]
+        tags = getattr(get_model_class(a.model), "setting_tags", None)
+        parts += list(tags(a)) if tags else []
         parts += [f"sd{a.seed}", a.des, str(i)]
         return re.sub(r"[^A-Za-z0-9_.+-]", "-", "_".join(str(p) for p in parts))
 
@@ -85,11 +115,7 @@ class ExpBasic:
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Model output (float32) and auxiliary loss (0 when the model returns none)."""
-        with self._autocast():
-            out = self.model(x)
-        out, aux = out if isinstance(out, tuple) else (out, None)
-        aux = torch.zeros((), device=x.device) if aux is None else aux.float()
-        return out.float(), aux
+        return model_output(self.model, x, self._autocast())
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.args.seed)
@@ -124,10 +150,14 @@ class ExpBasic:
         params = [p for p in self.model.parameters() if p.requires_grad]
         record = {"epochs": [], "stopped_early": False}
         start = time.time()
+        if hasattr(self.model, "fit"):
+            t0 = time.time()
+            self.model.fit(self.fit_data())
+            record["fit_seconds"] = time.time() - t0
         if not getattr(self.model, "needs_training", True) or not params:
-            print(f"{args.model} has nothing to train; saving it as is")
+            print(f"{args.model} has no gradient training; saving it as is")
             self._save_checkpoint(ckpt, epoch=0, val_loss=float("nan"))
-            self.train_record = {**record, "train_seconds": 0.0}
+            self.train_record = {**record, "train_seconds": time.time() - start}
             return self.train_record
         optimizer = torch.optim.Adam(params, lr=args.learning_rate)
         stopper = EarlyStopping(args.patience)
@@ -144,13 +174,11 @@ class ExpBasic:
             for step, batch in enumerate(bar):
                 if step >= steps_per_epoch:
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss, _ = self._loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1} step {step}; "
-                                             f"lower --learning_rate or check the data for extreme values")
-                loss.backward()
-                optimizer.step()
+                try:
+                    loss = training_step(lambda: self._loss(batch), optimizer)
+                except FloatingPointError as err:
+                    raise FloatingPointError(f"{err} at epoch {epoch + 1} step {step}; lower --learning_rate or "
+                                             f"check the data for extreme values") from None
                 losses.append(loss.item())
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")

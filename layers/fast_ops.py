@@ -1,7 +1,7 @@
 """Dropout and attention that train faster on CPU, with the same maths as PyTorch's.
 
 Measured on this project's CPU (AMD Zen 4, 2 threads, torch 2.13; ``python
--m utils.benchmark model`` shows the effect on a whole step):
+-m scripts.bench model`` shows the effect on a whole step):
 
 - ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, about
   7 ns per element: ~60 ms (bf16) / ~90 ms (fp32) for a ``[3200, 3072]``

@@ -114,11 +114,14 @@ class MemoryRetrieval(nn.Module):
     """Time tokens retrieve from the principal memory by cross-attention.
 
     ``forward(x [B, T, d]) -> [B, T, d]``: ``rounds`` times
-    ``x <- LayerNorm(x + MHA(q=x, k=P, v=P))``. ``P [K, d]`` is the registered
-    buffer ``memory`` (saved in the state_dict, never trained).
+    ``x <- LayerNorm(x + MHA(q, k=P, v=P))`` with ``q = x`` (``fixed_query=False``)
+    or ``q`` = the input tokens in every round (``fixed_query=True``, as the
+    published code's ``Encoder_PCA``). ``P [K, d]`` is the registered buffer
+    ``memory`` (saved in the state_dict, never trained).
     """
 
-    def __init__(self, memory: torch.Tensor, n_heads: int, rounds: int = 1, dropout: float = 0.1) -> None:
+    def __init__(self, memory: torch.Tensor, n_heads: int, rounds: int = 1, dropout: float = 0.1,
+                 fixed_query: bool = False) -> None:
         super().__init__()
         if rounds < 1:
             raise ValueError(f"--pmd_rounds must be >= 1, got {rounds}")
@@ -126,9 +129,11 @@ class MemoryRetrieval(nn.Module):
         self.register_buffer("memory", memory.clone(), persistent=True)  # [K, d]
         self.attn = nn.ModuleList(MultiHeadAttention(d, n_heads, dropout) for _ in range(rounds))
         self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(rounds))
+        self.fixed_query = fixed_query
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mem = self.memory.to(x.dtype)  # [K, d], shared by the batch: K/V projected once
+        query = x
         for attn, norm in zip(self.attn, self.norm):
-            x = norm(x + attn(x, mem))  # [B, T, d]
+            x = norm(x + attn(query if self.fixed_query else x, mem))  # [B, T, d]
         return x

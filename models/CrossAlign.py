@@ -1,7 +1,7 @@
 """CrossAlign: cross alignment of a state space model and an LLM for time series.
 
 Paper: "Cross Alignment of State Space Model and LLMs for Time Series Anomaly
-Detection" (the method of ../shared/DESIGN.md section 1). Anomaly form
+Detection" (README, The model). Anomaly form
 (``task_name="anomaly_detection"``), shapes for a window ``x [B, L, C]``:
 
     t   = TimeEmbedding(x)                                   [B, L, d]  Linear C->d + trainable positions
@@ -16,8 +16,8 @@ Detection" (the method of ../shared/DESIGN.md section 1). Anomaly form
 ``forward`` returns ``(x_hat, aux)`` when PMD is on, else ``x_hat``; the
 training loop adds ``aux`` (already weighted) to the reconstruction MSE.
 
-Forecasting form (``task_name="long_term_forecast"``, ../shared/DESIGN.md
-section 4): each window is instance-normalised per variate (mean/std over
+Forecasting form (``task_name="long_term_forecast"``, README, Long-term
+forecasting): each window is instance-normalised per variate (mean/std over
 the lookback, undone on the output, as RevIN without affine parameters, Kim
 et al., ICLR 2022); variates are tokens (each channel's lookback ``[L]`` ->
 one token by ``Linear L->d``, as iTransformer and CALF); the LLM branch and
@@ -25,6 +25,9 @@ PMD run over the ``C`` variate tokens (no position embeddings: variates have
 no order); the frequency branch runs over the lookback; cross-alignment
 queries with the variate tokens; a linear head maps ``d -> pred_len``:
 output ``[B, pred_len, C]``.
+
+Options: ``CrossAlignConfig`` (``models/crossalign_config.py``), one field per
+flag with its default and that default's source.
 
 Choices where the paper is silent (the simplest faithful form):
 - The consistency loss is symmetric (no stop-gradient on either side).
@@ -38,7 +41,9 @@ Choices where the paper is silent (the simplest faithful form):
 """
 from __future__ import annotations
 
+import os
 from argparse import Namespace
+from dataclasses import asdict
 
 import torch
 import torch.nn as nn
@@ -49,20 +54,38 @@ from layers.cross_alignment import CrossAlignment, FrequencyBranch
 from layers.embed import TimeEmbedding, VariateEmbedding
 from layers.llm import count_parameters, load_backbone
 from layers.pmd import MemoryRetrieval, load_or_build_memory
+from models.crossalign_config import CrossAlignConfig
 
 _TASKS = ("anomaly_detection", "long_term_forecast")
 
 
 def _arg(args: Namespace, name: str, default):
+    """A flag of run.py's common group (task, width, heads, dropout), shared with the baselines."""
     value = getattr(args, name, None)
     return default if value is None else value
+
+
+# options whose non-default values join the setting name (the ablation flags always do)
+_TAGGED_WHEN_CHANGED = ("pmd_size", "pmd_rounds", "pmd_query", "cons_weight", "lora_r", "lora_alpha",
+                        "lora_dropout", "d_ssm", "d_state", "d_conv", "expand")
 
 
 class Model(nn.Module):
     """CrossAlign for anomaly detection (reconstruction) and long-term forecasting; see the module docstring."""
 
+    @staticmethod
+    def setting_tags(args: Namespace) -> list[str]:
+        """Backbone and ablation tags for the run's setting name, plus any option changed from its default."""
+        cfg = CrossAlignConfig.from_args(args)
+        llm = "none" if cfg.llm == "none" else f"{os.path.basename(cfg.llm.rstrip('/'))}-{cfg.llm_init}-l{cfg.llm_layers}"
+        tags = [f"llm{llm}", f"pmd{cfg.pmd}", f"fb{cfg.freq_branch}", f"fft{cfg.fft}", f"ssm{cfg.ssm_layers}"]
+        default = CrossAlignConfig()
+        return tags + [f"{name}-{getattr(cfg, name)}" for name in _TAGGED_WHEN_CHANGED
+                       if getattr(cfg, name) != getattr(default, name)]
+
     def __init__(self, args: Namespace) -> None:
         super().__init__()
+        cfg = CrossAlignConfig.from_args(args)
         self.task = _arg(args, "task_name", "anomaly_detection")
         if self.task not in _TASKS:
             raise ValueError(f"CrossAlign supports --task_name {_TASKS}, got {self.task!r}")
@@ -75,20 +98,19 @@ class Model(nn.Module):
         if self.forecast and self.pred_len < 1:
             raise ValueError(f"--pred_len must be >= 1, got {self.pred_len}")
         n_heads, dropout = int(_arg(args, "n_heads", 8)), float(_arg(args, "dropout", 0.1))
-        llm_name = str(_arg(args, "llm", "gpt2"))
+        llm_name = cfg.llm
         self.use_llm = llm_name.lower() != "none"
-        self.use_pmd = self.use_llm and bool(_arg(args, "pmd", 1))
-        self.use_freq = bool(_arg(args, "freq_branch", 1))
-        self.cons_weight = float(_arg(args, "cons_weight", 0.1))
+        self.use_pmd = self.use_llm and bool(cfg.pmd)
+        self.use_freq = bool(cfg.freq_branch)
+        self.cons_weight = float(cfg.cons_weight)
         self._info: dict = {"model": "CrossAlign", "task": self.task, "backbone": "none", "pretrained": None,
-                            "weights_source": None, "pmd": self.use_pmd, "fft": bool(_arg(args, "fft", 1)),
+                            "weights_source": None, "pmd": self.use_pmd, "fft": bool(cfg.fft),
                             "freq_branch": self.use_freq}
 
         self.llm = None
         if self.use_llm:
-            self.llm = load_backbone(llm_name, int(_arg(args, "llm_layers", 6)),
-                                     str(_arg(args, "llm_init", "pretrained")), int(_arg(args, "lora_r", 8)),
-                                     int(_arg(args, "lora_alpha", 16)), float(_arg(args, "lora_dropout", 0.1)))
+            self.llm = load_backbone(llm_name, cfg.llm_layers, cfg.llm_init, cfg.lora_r, cfg.lora_alpha,
+                                     cfg.lora_dropout)
             d = self.llm.d_model
             if not self.forecast and self.use_pmd:
                 self.llm.check_length(seq_len)  # the frozen pass adds the LLM's own positions
@@ -108,24 +130,22 @@ class Model(nn.Module):
             self.time_norm = nn.LayerNorm(d)
             self.head_time = nn.Linear(d, d)
         if self.use_pmd:
-            memory, pmd_info = load_or_build_memory(self.llm.token_embedding, int(_arg(args, "pmd_size", 500)),
-                                                    llm_name, str(_arg(args, "llm_init", "pretrained")))
-            self.retrieval = MemoryRetrieval(memory, n_heads, int(_arg(args, "pmd_rounds", 1)), dropout)
+            memory, pmd_info = load_or_build_memory(self.llm.token_embedding, cfg.pmd_size, llm_name, cfg.llm_init)
+            self.retrieval = MemoryRetrieval(memory, n_heads, cfg.pmd_rounds, dropout,
+                                             fixed_query=cfg.pmd_query == "fixed")
             self.head_pmd = nn.Linear(d, d)
             self._info.update(pmd_info)
         if self.use_llm:
             self.llm.drop_token_embedding()  # W_te was only needed for the memory
         self.freq = None
         if self.use_freq:
-            self.freq = FrequencyBranch(c_in, d, int(_arg(args, "d_ssm", 128)), int(_arg(args, "ssm_layers", 2)),
-                                        int(_arg(args, "d_state", 16)), int(_arg(args, "d_conv", 4)),
-                                        int(_arg(args, "expand", 2)), bool(_arg(args, "fft", 1)),
-                                        str(_arg(args, "ssm_backend", "auto")))
+            self.freq = FrequencyBranch(c_in, d, cfg.d_ssm, cfg.ssm_layers, cfg.d_state, cfg.d_conv, cfg.expand,
+                                        bool(cfg.fft), cfg.ssm_backend)
         self.align = CrossAlignment(d, self.pred_len if self.forecast else c_in, n_heads, dropout,
                                     with_frequency=self.use_freq)
         trainable, total = count_parameters(self)
         self._info.update({"d_model": d, "trainable_params": trainable, "total_params": total,
-                           "ssm_backend": str(_arg(args, "ssm_backend", "auto"))})
+                           "ssm_backend": cfg.ssm_backend, "config": asdict(cfg)})
         print(self.summary())
 
     # ------------------------------------------------------------------ provenance

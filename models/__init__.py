@@ -12,8 +12,24 @@ Contract (shared by the anomaly and forecasting experiments):
   (added to the main loss by the training loop).
 - optional `describe() -> dict`: provenance recorded in metrics.json
   (backbone, pretrained weights or not, where they came from).
-- optional class attribute `needs_training = False` for models with nothing
-  to fit (the Random baseline).
+- optional class attribute `needs_training = False` for models with no
+  gradient training (the Random baseline, classical detectors).
+
+Optional hooks, through which a model changes what the shared loop does
+(`exp/` never names a model):
+
+- `setting_tags(args) -> list[str]` (a staticmethod or classmethod): the
+  model's options that must appear in the run's setting name (so runs that
+  differ in them never share a folder), e.g. CrossAlign's backbone and
+  ablation flags.
+- `loss(x) -> (total, task)`: its own training objective on windows
+  `x` `[B, L, C]` (default: MSE of the reconstruction + `aux_loss`); `task`
+  is what validation and early stopping read.
+- `score(x) -> [B, L]`: its own per-point anomaly score of each window
+  (default: mean over channels of the squared reconstruction error).
+- `fit(train)`: called once before gradient training with the standardised
+  training split `[N, C]` (numpy); with `needs_training = False` it is the
+  whole training.
 
 Registering a model = one line in `MODELS` below.
 """

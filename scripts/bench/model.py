@@ -245,23 +245,17 @@ class _Runner:
         import torch
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
-    def forward_backward(self) -> None:
-        """zero_grad, forward, loss, backward: a training step without the optimiser step (which runs no matmul)."""
-        import torch.nn.functional as F
+    def step(self) -> None:
+        """The training loop's own step (`exp.exp_basic.training_step` on `exp.exp_anomaly_detection.anomaly_loss`):
+        zero_grad, forward, loss, backward, Adam step."""
+        from exp.exp_anomaly_detection import anomaly_loss
+        from exp.exp_basic import training_step
         self.model.train()
-        self.opt.zero_grad(set_to_none=True)
-        with self._autocast():
-            out = self.model(self.x)
-        out, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.mse_loss(out.float(), self.x)
-        if aux is not None:
-            loss = loss + aux.float()
-        loss.backward()
+        training_step(lambda: anomaly_loss(self.model, self.x, self._autocast()), self.opt)
 
     def train_step(self) -> float:
         t0 = time.perf_counter()
-        self.forward_backward()
-        self.opt.step()
+        self.step()
         return time.perf_counter() - t0
 
     def infer(self) -> float:
@@ -327,7 +321,7 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
             if i >= 1:
                 infer[r.name].append(dt)
     # FLOPs are counted on one more step after every timed one, so that the counter's overhead pollutes no time
-    flops = {r.name: count_flops(r.forward_backward) for r in runners}
+    flops = {r.name: count_flops(r.step) for r in runners}  # the Adam step runs no counted (matmul) op
     out = {}
     for r in runners:
         step, inf = statistics.median(train[r.name]), statistics.median(infer[r.name])
