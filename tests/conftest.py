@@ -1,13 +1,12 @@
-"""Shared test fixtures: the real-data root and a helper to run the CLI in a temporary folder."""
+"""Shared test fixtures: the real-data root, the CLI in a temporary folder, one thread, tiny backbones,
+and the reference implementations. `pytest.ini` puts the repository root and tests/ on the path."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 DATA_ROOT = os.environ.get("CROSSALIGN_DATA", os.path.join(REPO, "..", "shared", "data"))
 
@@ -51,3 +50,22 @@ def reference(module: str):
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"reference {module} not installed: "
                                               f"pip install --no-deps -r requirements-nodeps.txt")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> str:
+    """A folder with the config of a 3-block GPT-2 of width 32 (vocabulary 300): load it with --llm_init random."""
+    from transformers import GPT2Config
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    GPT2Config(n_embd=32, n_layer=3, n_head=2, vocab_size=300, n_positions=128).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A folder with the config of a 3-block Llama of width 32 (grouped keys/values, vocabulary 300)."""
+    from transformers import LlamaConfig
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=300).save_pretrained(str(folder))
+    return str(folder)

@@ -26,14 +26,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSALIGN_CACHE", str(tmp_path / "pmd-cache"))
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory) -> str:
-    from transformers import GPT2Config
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=300, n_positions=128).save_pretrained(str(folder))
-    return str(folder)
-
-
 def make_args(*flags: str, C: int = 5, L: int = 36, pred_len: int | None = None):
     args = run.build_parser().parse_args(list(flags))
     args.enc_in, args.seq_len = C, L

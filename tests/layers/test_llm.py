@@ -17,27 +17,6 @@ from layers.llm import OFFLINE_BACKBONES, _package_dir, load_backbone
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _write_config(folder, config) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(folder))
-    return str(folder)
-
-
-@pytest.fixture
-def tiny_gpt2(tmp_path) -> str:
-    from transformers import GPT2Config
-    return _write_config(tmp_path / "tiny-gpt2", GPT2Config(n_embd=32, n_layer=3, n_head=2, vocab_size=300,
-                                                            n_positions=128))
-
-
-@pytest.fixture
-def tiny_llama(tmp_path) -> str:
-    from transformers import LlamaConfig
-    return _write_config(tmp_path / "tiny-llama", LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                                              num_attention_heads=4, num_key_value_heads=2,
-                                                              vocab_size=300))
-
-
 def _lora_names(module: torch.nn.Module) -> tuple[list[str], list[str]]:
     trainable = [n for n, p in module.named_parameters() if p.requires_grad]
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
@@ -104,7 +83,8 @@ def test_bad_arguments_are_named(tiny_gpt2, tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         load_backbone(str(tmp_path), 1, init="random")
     from transformers import T5Config
-    folder = _write_config(tmp_path / "t5", T5Config(d_model=16, num_layers=1, vocab_size=50))
+    folder = str(tmp_path / "t5")
+    T5Config(d_model=16, num_layers=1, vocab_size=50).save_pretrained(folder)
     with pytest.raises(ValueError, match="not supported; supported families"):
         load_backbone(folder, 1, init="random")
 

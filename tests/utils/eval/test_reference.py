@@ -15,12 +15,12 @@ import os
 import numpy as np
 import pytest
 
-from conftest import DATA_ROOT, reference
+from conftest import DATA_ROOT, REPO, reference
 from reference.cases import RANDOM_CASES, digest, paper_predictions, random_case, synthetic_cases
 from utils.eval import metrics as M
 from utils.eval.report import evaluate_scores
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "reference", "published_protocol.json")
+FIXTURE = os.path.join(REPO, "tests", "reference", "published_protocol.json")
 # published output key -> our key in metrics.paper_protocol
 PUBLISHED_KEYS = {"pa_accuracy": "pa_accuracy", "pa_precision": "pa_precision", "pa_recall": "pa_recall",
                   "pa_f_score": "pa_f1", "Affiliation precision": "aff_precision",
