@@ -117,7 +117,7 @@ class WindowDataset(Dataset):
 
 
 class PointScoreAccumulator:
-    """Turns per-window, per-point scores into one score per point (DESIGN section 1).
+    """Turns per-window, per-point scores into one score per point (README, Anomaly detection).
 
     Each window contributes to the points it *owns*: all its points, except
     that a tail window added to cover the end owns only the points no earlier

@@ -1,4 +1,4 @@
-"""Long-term forecasting: lookback `seq_len` -> the next `pred_len` steps (DESIGN section 4).
+"""Long-term forecasting: lookback `seq_len` -> the next `pred_len` steps (README, Long-term forecasting).
 
 The training loop, early stopping and checkpointing are `exp/exp_basic.py`'s.
 Loss and metrics are on standardised data (the scaler fitted on the training

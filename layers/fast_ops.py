@@ -1,14 +1,13 @@
 """Dropout and attention that train faster on CPU, with the same maths as PyTorch's.
 
-Measured on this project's CPU (AMD Zen 4, 2 threads, torch 2.13; ``python
--m scripts.bench model`` shows the effect on a whole step):
+Why (measured numbers: README, The model > Speed; ``python -m scripts.bench model``
+shows the effect on a whole step):
 
-- ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, about
-  7 ns per element: ~60 ms (bf16) / ~90 ms (fp32) for a ``[3200, 3072]``
-  activation, more than the GEMM that follows a LoRA dropout. ``dropout``
-  here draws 16 random bits per element from the same generator
+- ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, which on
+  CPU costs more than the GEMM that follows a LoRA dropout. ``dropout`` here
+  draws 16 random bits per element from the same generator
   (``torch.manual_seed`` still makes runs reproducible) by viewing a 64-bit
-  ``random_()`` as four 16-bit integers: ~20 ms (bf16) / ~34 ms (fp32).
+  ``random_()`` as four 16-bit integers, about three times cheaper.
   The drop probability is ``p`` rounded to a multiple of 2^-15 (0.1 ->
   0.100006) and the kept values are scaled by the exact inverse of the
   keep probability, so the output stays unbiased.
@@ -17,9 +16,8 @@ Measured on this project's CPU (AMD Zen 4, 2 threads, torch 2.13; ``python
   its fused kernel's backward is slow for short sequences. ``attention``
   runs the same computation (``softmax(QK^T * scale + mask) V``, softmax in
   fp32) with ``dropout`` above whenever gradients are needed on CPU with
-  dropout or in bf16: 1.5-2x faster forward+backward than SDPA at GPT-2's
-  shapes (B=32, 12 heads, T=100). Without gradients, and on other devices,
-  it *is* ``scaled_dot_product_attention``.
+  dropout or in bf16. Without gradients, and on other devices, it *is*
+  ``scaled_dot_product_attention``.
 
 ``install(model)`` puts both into a transformers model: every ``nn.Dropout``
 becomes ``Dropout`` (peft's LoRA dropouts ``LoraDropout``) and the attention of
