@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.1)
 
     add_crossalign_flags(p)
+    g = p.add_argument_group("model: baselines and rivals (unset: each model's own default, see README)")
+    g.add_argument("--detector", default="IForest", help="PyOD: the pyod detector class, e.g. IForest, KNN, LOF, "
+                                                         "PCA, ECOD, COPOD, HBOS, OCSVM, AutoEncoder")
+    g.add_argument("--pyod_window", type=int, default=None, help="PyOD: features = the last N points, flattened")
+    g.add_argument("--pyod_max_train", type=int, default=None,
+                   help="PyOD: fit on at most this many training points (seeded subsample)")
+    g.add_argument("--e_layers", type=int, default=None, help="encoder layers (AnomalyTransformer, TimesNet, ...)")
+    g.add_argument("--d_ff", type=int, default=None, help="feed-forward width (AnomalyTransformer, TimesNet, ...)")
+    g.add_argument("--k", type=float, default=None, help="AnomalyTransformer: weight of the association discrepancy")
+    g.add_argument("--top_k", type=int, default=None, help="TimesNet: periods kept from the FFT")
+    g.add_argument("--num_kernels", type=int, default=None, help="TimesNet: Inception kernels")
+    g.add_argument("--patch_size", default=None, help="DCdetector: patch sizes, comma-separated (e.g. 3,5)")
     g = p.add_argument_group("model: presets")
     g.add_argument("--preset", default=None, choices=tuple(PRESETS),
                    help="published: the paper's published code's settings (12 GPT-2 blocks, 3 memory rounds with a "

@@ -76,8 +76,13 @@ class ExpAnomalyDetection(ExpBasic):
 
     @torch.no_grad()
     def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
-        """One anomaly score per point of `series` [N, C] (windows every `step`, tail covered)."""
+        """One anomaly score per point of `series` [N, C] (windows every `step`, tail covered).
+
+        A model with a `score_series(series) -> [N]` hook scores the whole split itself (classical
+        detectors on lag features need each point's history, which a window would cut)."""
         self.model.eval()
+        if hasattr(self.model, "score_series"):
+            return np.asarray(self.model.score_series(series), dtype=np.float64).reshape(-1)
         L = self.args.seq_len
         starts, tail_covered = window_starts(len(series), L, step)
         acc = PointScoreAccumulator(len(series), L, starts, tail_covered)
@@ -94,6 +99,7 @@ class ExpAnomalyDetection(ExpBasic):
         started = time.time()
         if not args.is_training:
             self.load_checkpoint(setting)
+        self.ensure_fitted()
         test_scores = self.point_scores(self.data.test, args.test_step)
         train_scores = self.point_scores(self.data.train, args.seq_len)
         val_scores = self.point_scores(self.data.val, args.seq_len)

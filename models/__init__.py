@@ -27,9 +27,13 @@ Optional hooks, through which a model changes what the shared loop does
   is what validation and early stopping read.
 - `score(x) -> [B, L]`: its own per-point anomaly score of each window
   (default: mean over channels of the squared reconstruction error).
+- `score_series(series) -> [N]`: scores a whole split `[N, C]` (numpy) at
+  once, one score per point, instead of window by window (classical
+  detectors whose features need each point's history).
 - `fit(train)`: called once before gradient training with the standardised
   training split `[N, C]` (numpy); with `needs_training = False` it is the
-  whole training.
+  whole training. Its result is not in the checkpoint: a test-only run
+  (`--is_training 0`) calls `fit` again (seeded, so the same model).
 
 Registering a model = one line in `MODELS` below.
 """

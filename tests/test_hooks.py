@@ -73,3 +73,41 @@ def test_default_loss_and_score_without_hooks():
     assert torch.allclose(total, mse) and torch.allclose(task, mse)
     s = window_scores(model, x, torch.autocast("cpu", enabled=False))
     assert s.shape == (4, 10) and torch.allclose(s, ((model(x) - x) ** 2).mean(-1))
+
+
+class SeriesModel(nn.Module):
+    """No gradient training: `fit` learns the training mean, `score_series` scores a whole split by distance."""
+    needs_training = False
+
+    def __init__(self, args) -> None:
+        super().__init__()
+        self.center = None
+
+    def forward(self, x):
+        return x
+
+    def fit(self, train: np.ndarray) -> None:
+        CALLS["fits"] = int(CALLS.get("fits", 0)) + 1
+        self.center = train.mean(axis=0)
+
+    def score_series(self, series: np.ndarray) -> np.ndarray:
+        return np.abs(series - self.center).sum(axis=1)
+
+
+def test_series_hook_and_refit_when_only_testing(run_cli, monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(models.MODELS, "SeriesProbe", "series_probe")
+    monkeypatch.setitem(sys.modules, "series_probe", type(sys)("series_probe"))
+    sys.modules["series_probe"].Model = SeriesModel
+    CALLS.clear()
+    flags = list(TINY)
+    flags[flags.index("LinearAE")] = "SeriesProbe"
+    code, results = run_cli(*flags)
+    assert code == 0 and CALLS["fits"] == 1
+    folder = only_setting(results)
+    first = np.load(os.path.join(folder, "scores.npy"))
+    payload = json.load(open(os.path.join(folder, "metrics.json")))
+    data = load_anomaly_data(Namespace(**payload["args"]))
+    assert np.allclose(first, np.abs(data.test - data.train.mean(axis=0)).sum(axis=1), atol=1e-5)
+    assert run_cli(*flags, "--is_training", "0")[0] == 0 and CALLS["fits"] == 2  # refitted, not unpickled
+    assert np.array_equal(np.load(os.path.join(folder, "scores.npy")), first)
