@@ -46,6 +46,13 @@ MODELS: dict[str, str] = {
     "LinearAE": "models.LinearAE",
     "Random": "models.Random",
     "RepeatLast": "models.RepeatLast",
+    # rivals on the same bench (README, Rivals)
+    "PyOD": "models.PyOD",
+    "AnomalyTransformer": "models.AnomalyTransformer",
+    "DCdetector": "models.DCdetector",
+    "USAD": "models.USAD",
+    "TimesNet": "models.TimesNet",
+    "GPT4TS": "models.GPT4TS",
 }
 
 
