@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on MSL: ROOT=./dataset/MSL bash scripts/MSL.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" MSL "$@"
+# Old path of scripts/anomaly_detection/MSL.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/MSL.sh" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on NIPS_TS_Swan: ROOT=./dataset/NIPS_TS_Swan bash scripts/NIPS_TS_Swan.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" NIPS_TS_Swan "$@"
+# Old path of scripts/anomaly_detection/NIPS_TS_Swan.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/NIPS_TS_Swan.sh" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on NIPS_TS_Water: ROOT=./dataset/NIPS_TS_Water bash scripts/NIPS_TS_Water.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" NIPS_TS_Water "$@"
+# Old path of scripts/anomaly_detection/NIPS_TS_Water.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/NIPS_TS_Water.sh" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on PSM: ROOT=./dataset/PSM bash scripts/PSM.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" PSM "$@"
+# Old path of scripts/anomaly_detection/PSM.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/PSM.sh" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on SMAP: ROOT=./dataset/SMAP bash scripts/SMAP.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" SMAP "$@"
+# Old path of scripts/anomaly_detection/SMAP.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/SMAP.sh" "$@"

@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on SMD: ROOT=./dataset/SMD bash scripts/SMD.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" SMD "$@"
+# Old path of scripts/anomaly_detection/SMD.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/SMD.sh" "$@"

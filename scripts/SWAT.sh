@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on SWaT: ROOT=./dataset/SWaT bash scripts/SWAT.sh [run.py flags]  (see scripts/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" SWaT "$@"
+# Old path of scripts/anomaly_detection/SWAT.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/SWAT.sh" "$@"

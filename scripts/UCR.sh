@@ -1,4 +1,3 @@
 #!/usr/bin/env bash
-# CrossAlign on one UCR series: ENTITY=135 ROOT=./dataset/UCR bash scripts/UCR.sh [run.py flags]
-: "${ENTITY:?set ENTITY to the UCR series id, e.g. ENTITY=135}"
-exec bash "$(dirname "$0")/anomaly.sh" UCR "$@"
+# Old path of scripts/anomaly_detection/UCR.sh, kept for one release.
+exec bash "$(dirname "$0")/anomaly_detection/UCR.sh" "$@"
