@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=os.path.join("results", "compare"))
     p.add_argument("--extra", default="", help="more run.py flags for every run, e.g. \"--threads 1\"")
     p.add_argument("--dry_run", action="store_true", help="print the runs and exit")
+    p.add_argument("--tables_only", action="store_true",
+                   help="run nothing: tabulate the runs of this comparison that have finished")
     return p
 
 
@@ -288,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         device = gpus[i % len(gpus)] if len(gpus) > 1 else None
         return execute(run, args.out, device)
 
+    if args.tables_only:
+        runs_to_do = []
+    else:
+        runs_to_do = runs
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for run, code, tail, seconds in pool.map(task, enumerate(runs)):
+        for run, code, tail, seconds in pool.map(task, enumerate(runs_to_do)):
             status = ("skipped (results exist)" if tail.startswith("skipped") else "ok") if code == 0 \
                 else f"FAILED (exit {code})"
             print(f"{run.key}: {status} {seconds:.0f}s" + ("" if code == 0 else "\n  " + tail.replace("\n", "\n  ")),

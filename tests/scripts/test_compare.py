@@ -27,6 +27,9 @@ def test_compare_two_models_two_seeds(tmp_path, capsys):
     capsys.readouterr()
     assert compare.main(argv) == 0  # a second call finds every run done
     assert capsys.readouterr().out.count("skipped (results exist)") == 4
+    os.remove(os.path.join(tables, "honest_columns.md"))
+    assert compare.main(argv[:4] + ["--seeds", "0,1,2", *argv[6:], "--tables_only"]) == 0  # seed 2 never ran
+    assert "FAILED" not in capsys.readouterr().out and os.path.exists(os.path.join(tables, "honest_columns.md"))
 
 
 def test_bad_specs_are_clear_errors(tmp_path, capsys):
