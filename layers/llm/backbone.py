@@ -8,6 +8,12 @@ blocks; what differs between families (rotary tables for Llama, where the
 norms sit, BERT's embedding LayerNorm) is read from the family's record in
 ``layers/llm/families.py``.
 
+``load_backbone(..., lora=False, trainable=("norm", "position"))`` gives the
+plain blocks instead (no peft wrapper, every weight frozen except the named
+kinds: every LayerNorm/RMSNorm, the absolute position table), the form GPT4TS
+(Zhou et al., NeurIPS 2023) fine-tunes. The defaults (``lora=True``,
+``trainable=()``) are CrossAlign's and run exactly the code they always did.
+
 The token-embedding matrix ``W_te [V, d]`` is handed out once at load time
 (``Backbone.token_embedding``, for the principal memory of ``layers/pmd.py``)
 and then dropped from the module: the model is fed embeddings, never token ids.
@@ -46,9 +52,12 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, peft_model: nn.Module, family: Family, source: BackboneSource, pretrained: bool,
-                 n_layers: int, total_layers: int, token_embedding: torch.Tensor | None) -> None:
+                 n_layers: int, total_layers: int, token_embedding: torch.Tensor | None,
+                 lora: bool = True, trainable: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.model = peft_model  # peft.PeftModel around the truncated base model
+        self.lora = lora  # False: `peft_model` is the plain truncated base model (no adapters)
+        self.trainable = tuple(trainable)  # base-weight kinds left trainable (load_backbone's `trainable`)
+        self.model = peft_model  # peft.PeftModel around the truncated base model, or the base model itself
         self.family = family
         self.source = source
         self.pretrained = pretrained
@@ -63,7 +72,7 @@ class Backbone(nn.Module):
 
     @property
     def base(self) -> nn.Module:
-        return self.model.get_base_model()
+        return self.model.get_base_model() if self.lora else self.model
 
     def drop_token_embedding(self) -> None:
         self.token_embedding = None
@@ -71,6 +80,9 @@ class Backbone(nn.Module):
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]:
         """LoRA off inside the block (peft's own switch); autograd records the graph as run."""
+        if not self.lora:  # no adapters to switch off
+            yield
+            return
         with self.model.disable_adapter():
             yield
 
@@ -121,11 +133,29 @@ class Backbone(nn.Module):
                 "weights_source": self.source.description if self.pretrained
                 else f"random init from the configuration of {self.source.description}",
                 "llm_layers": self.n_layers, "llm_layers_total": self.total_layers, "d_llm": self.d_model,
-                "llm_trainable_params": trainable, "llm_total_params": total}
+                "llm_trainable_params": trainable, "llm_total_params": total,
+                **({} if self.lora and not self.trainable else
+                   {"llm_lora": self.lora, "llm_trainable_kinds": list(self.trainable)})}
+
+
+TRAINABLE_KINDS = ("norm", "position")
+
+
+def _unfreeze(base: nn.Module, fam: Family, kinds: tuple[str, ...]) -> None:
+    """Mark the named kinds of base weights trainable: ``norm`` = every LayerNorm/RMSNorm module (GPT-2's
+    ln_1/ln_2/ln_f, BERT's LayerNorms, Llama's RMSNorms), ``position`` = the absolute position table
+    (none in rotary families: nothing to mark)."""
+    if "norm" in kinds:
+        for module in base.modules():
+            if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("LayerNorm", "RMSNorm")):
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(True)
+    if "position" in kinds and fam.positions is not None:
+        get_path(base, fam.positions).weight.requires_grad_(True)
 
 
 def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: int = 8, lora_alpha: int = 16,
-                  lora_dropout: float = 0.1) -> Backbone:
+                  lora_dropout: float = 0.1, lora: bool = True, trainable: tuple[str, ...] = ()) -> Backbone:
     """Load the first `n_layers` blocks of `name`, wrap them with LoRA, freeze the rest.
 
     Args:
@@ -134,6 +164,9 @@ def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: in
         n_layers: blocks to keep (>= 1); more than the model has keeps them all, with a warning.
         init: "pretrained" reads the weights; "random" builds from the configuration only.
         lora_r, lora_alpha, lora_dropout: LoRA rank (>= 1), scale numerator, dropout.
+        lora: False builds no adapters (the lora_* arguments are then unused): the plain blocks.
+        trainable: base-weight kinds left trainable, from ``TRAINABLE_KINDS`` (``"norm"``, ``"position"``);
+            every other base weight is frozen.
     Returns:
         a ``Backbone`` whose ``token_embedding`` holds ``W_te [V, d]`` (detached)
         until ``drop_token_embedding()``; the module itself no longer holds it.
@@ -147,6 +180,9 @@ def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: in
         raise ValueError(f"--lora_r must be >= 1, got {lora_r}")
     if not 0.0 <= lora_dropout < 1.0:
         raise ValueError(f"--lora_dropout must be in [0, 1), got {lora_dropout}")
+    if set(trainable) - set(TRAINABLE_KINDS):
+        raise ValueError(f"trainable kinds {sorted(set(trainable) - set(TRAINABLE_KINDS))} unknown; "
+                         f"choose from {TRAINABLE_KINDS}")
     src = resolve_backbone(name, init)
     base, total = load_base(src, n_layers, init)
     fam = family_of(base.config.model_type, name)
@@ -154,13 +190,21 @@ def load_backbone(name: str, n_layers: int, init: str = "pretrained", lora_r: in
     token_embedding = get_path(base, fam.embedding).weight.detach().clone()  # [V, d]
     set_path(base, fam.embedding, None)
 
+    if not lora:  # the plain blocks: everything frozen, then the requested kinds unfrozen
+        base.requires_grad_(False)
+        _unfreeze(base, fam, tuple(trainable))
+        fast_ops.install(base)
+        return Backbone(base, fam, src, init == "pretrained", base.config.num_hidden_layers, total,
+                        token_embedding, lora=False, trainable=tuple(trainable))
     from peft import LoraConfig, get_peft_model
-    lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias="none",
-                      target_modules=list(fam.lora_targets), fan_in_fan_out=fam.fan_in_fan_out)
+    lora_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias="none",
+                             target_modules=list(fam.lora_targets), fan_in_fan_out=fam.fan_in_fan_out)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
         logging.getLogger("peft").setLevel(logging.ERROR)
-        peft_model = get_peft_model(base, lora)  # freezes every non-LoRA parameter
+        peft_model = get_peft_model(base, lora_config)  # freezes every non-LoRA parameter
     fast_ops.install(peft_model.get_base_model())  # same maths, cheaper CPU dropout masks and attention
+    if trainable:
+        _unfreeze(peft_model.get_base_model(), fam, tuple(trainable))
     return Backbone(peft_model, fam, src, init == "pretrained", base.config.num_hidden_layers, total,
-                    token_embedding)
+                    token_embedding, trainable=tuple(trainable))
