@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from argparse import Namespace
 
-from data_provider.readers import read_custom, read_synthetic, read_ucr
-from data_provider.specs import get_anomaly_spec, get_forecast_spec
+from data_provider.readers import read_custom, read_synthetic, read_tsbad, read_ucr
+from data_provider.specs import ANOMALY_SPECS, get_anomaly_spec, get_forecast_spec
 
 _ANOMALY_ONLY = ("anomaly_ratio", "test_step", "entity", "train_file", "test_file", "label_column", "label_file")
 _CUSTOM_ONLY = ("train_file", "test_file", "label_column", "label_file")
@@ -44,8 +44,9 @@ def _apply_anomaly(args: Namespace) -> None:
     spec = get_anomaly_spec(args.data)
     args.data = spec.name
     if spec.entity is None and args.entity is not None:
-        raise ValueError(f"--entity is meaningless for --data {spec.name}; it applies to SMD and UCR")
-    if spec.reader is read_ucr and args.entity is None:
+        takes = ", ".join(s.name for s in ANOMALY_SPECS.values() if s.entity is not None)
+        raise ValueError(f"--entity is meaningless for --data {spec.name}; it applies to {takes}")
+    if spec.reader in (read_ucr, read_tsbad) and args.entity is None:
         raise ValueError(f"--data {spec.name} needs --entity: {spec.entity}")
     custom_flags = [f"--{k}" for k in _CUSTOM_ONLY if getattr(args, k) is not None]
     if spec.reader is not read_custom and custom_flags:

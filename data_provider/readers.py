@@ -180,3 +180,77 @@ def read_synthetic(spec: AnomalySpec, root: str, args: Namespace) -> Raw:
     train, test, labels, _ = generate_synthetic(args.synthetic_length, args.synthetic_channels,
                                                 args.synthetic_anomaly_rate, args.synthetic_seed)
     return train, test, labels
+
+
+_TSBAD_NAME = re.compile(r"^(\d+)_(.+)_id_(\d+)_(.+)_tr_(\d+)_1st_(\d+)\.csv$")
+_TSBAD_FOLDERS = ("", "TSB-AD-U", "TSB-AD-M")
+
+
+def _tsbad_candidates(root: str) -> list[str]:
+    """Every TSB-AD file (name matching the benchmark's pattern) in `root`, `root/TSB-AD-U`, `root/TSB-AD-M`."""
+    found = []
+    for sub in _TSBAD_FOLDERS:
+        folder = os.path.join(root, sub) if sub else root
+        if os.path.isdir(folder):
+            found += sorted(os.path.join(folder, f) for f in os.listdir(folder) if _TSBAD_NAME.match(f))
+    return found
+
+
+def resolve_tsbad_file(root: str, entity: str) -> str:
+    """The one TSB-AD CSV that `--entity` names under `root` (searched with its TSB-AD-U and TSB-AD-M subfolders).
+
+    `entity` may be the file name, the name without `.csv` or the numeric id prefix (`001` or `1`).
+    Raises ValueError naming the folders searched and a few available files when there is no match or
+    more than one (e.g. id 001 in both TSB-AD-U and TSB-AD-M: give the file name or a narrower --root_path).
+    """
+    entity = str(entity).strip()
+    candidates = _tsbad_candidates(root)
+    name = os.path.basename(entity)
+    if entity.isdigit():
+        matches = [p for p in candidates if int(_TSBAD_NAME.match(os.path.basename(p)).group(1)) == int(entity)]
+    else:
+        stem = name[:-4] if name.endswith(".csv") else name
+        matches = [p for p in candidates if os.path.basename(p)[:-4] == stem]
+    if len(matches) == 1:
+        return matches[0]
+    searched = ", ".join(repr(os.path.join(root, s) if s else root) for s in _TSBAD_FOLDERS)
+    shown = [os.path.relpath(p, root) for p in (matches or candidates)[:5]]
+    more = f" (first {len(shown)} of {len(matches or candidates)})" if len(matches or candidates) > 5 else ""
+    if matches:
+        raise ValueError(f"TSB-AD --entity {entity!r} is ambiguous: {len(matches)} files match under {searched}: "
+                         f"{', '.join(shown)}{more}; give the file name or point --root_path at one folder")
+    listing = f"available: {', '.join(shown)}{more}" if shown else "no TSB-AD file found there"
+    raise ValueError(f"TSB-AD --entity {entity!r}: no file <id>_<name>_id_<k>_<domain>_tr_<train end>_1st_<first "
+                     f"anomaly>.csv matches in {searched}; {listing}")
+
+
+def read_tsbad(spec: AnomalySpec, root: str, args: Namespace) -> Raw:
+    """TSB-AD-U/-M CSV `<id>_<name>_id_<k>_<domain>_tr_<train end>_1st_<first anomaly>.csv` (Liu & Paparrizos,
+    NeurIPS 2024): one column per channel and a `Label` column (0/1), one row per time step.
+
+    Train = the first `tr` rows (0-based rows 0 .. tr-1; anomaly-free by the benchmark's curation, a
+    labelled point there is reported and left in), test = the rest with their labels. The file's `1st`
+    is checked against the labels (a note when they disagree). Non-numeric columns are an error.
+    """
+    if args.entity is None:
+        raise ValueError("TSB-AD needs --entity: the file name or its numeric id prefix (e.g. 001)")
+    _check_exist(spec, root, [])
+    path = resolve_tsbad_file(root, args.entity)
+    train_end, first = (int(g) for g in _TSBAD_NAME.match(os.path.basename(path)).groups()[4:])
+    frame = _numeric_frame(path)
+    if "Label" not in frame.columns:
+        raise ValueError(f"{path!r} has no 'Label' column (columns: {', '.join(map(str, frame.columns))})")
+    labels = frame.pop("Label").to_numpy()
+    text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text or frame.shape[1] == 0:
+        raise ValueError(f"{path!r}: channel columns must be numeric (non-numeric: {', '.join(text) or 'no channel'})")
+    values = frame.to_numpy(dtype=np.float64)
+    if not 0 < train_end < len(values):
+        raise ValueError(f"{os.path.basename(path)}: the name says tr={train_end} but the file has {len(values)} rows")
+    hits = np.flatnonzero(labels == 1)
+    if len(hits) and int(hits[0]) != first:
+        print(f"TSB-AD note: {os.path.basename(path)} names its first anomaly at row {first}, the labels at {hits[0]}")
+    if labels[:train_end].any():
+        print(f"TSB-AD note: {int(labels[:train_end].sum())} labelled point(s) in the training part of "
+              f"{os.path.basename(path)} (kept in training; only test labels are scored)")
+    return values[:train_end], values[train_end:], labels[train_end:]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from data_provider.readers import (Raw, read_custom, read_npy, read_psm, read_smd, read_swat, read_synthetic,
-                                   read_ucr)
+                                   read_tsbad, read_ucr)
 
 
 # ---- anomaly detection -------------------------------------------------------------------------
@@ -68,6 +68,13 @@ ANOMALY_SPECS: dict[str, AnomalySpec] = {s.name: s for s in (
     AnomalySpec("UCR", read_ucr, ("<id>_UCR_Anomaly_<name>_<trainEnd>_<begin>_<end>.txt",), 1, 100, 1.0, 32, 3,
                 "UCR Time Series Anomaly Archive (Wu & Keogh, KDD Cup 2021)",
                 entity="the series id, the number before _UCR_Anomaly_ (e.g. 135)"),
+    # TSB-AD: window 100 (TSB-AD's own is each series' period; 100 is its get_metrics default and ours);
+    # anomaly ratio 1 % like UCR: TSB-AD itself is threshold-free, and a default cannot read the file
+    AnomalySpec("TSB-AD", read_tsbad, ("[TSB-AD-U/|TSB-AD-M/]<id>_<name>_id_<k>_<domain>_tr_<trainEnd>_1st_<first>.csv",),
+                None, 100, 1.0, 32, 3,
+                "TSB-AD benchmark (Liu & Paparrizos, NeurIPS 2024), github.com/TheDatumOrg/TSB-AD Datasets/ "
+                "(TSB-AD-U.zip, TSB-AD-M.zip)",
+                entity="the file name, without .csv, or its numeric id prefix (e.g. 001)"),
     AnomalySpec("custom", read_custom, ("--train_file", "--test_file", "[--label_file]"), None, 100, 1.0, 32, 3,
                 "your own CSV/NPY files"),
     AnomalySpec("Synthetic", read_synthetic, (), None, 100, None, 32, 3,
