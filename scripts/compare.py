@@ -232,14 +232,21 @@ def plot(st: pd.DataFrame, path: str) -> None:
     fig, axes = plt.subplots(1, len(PLOT_COLUMNS), figsize=(max(7.0, 1.6 * len(datasets) * len(PLOT_COLUMNS)), 4.2),
                              squeeze=False)
     width = 0.8 / max(len(methods), 1)
+    # tab10 without its grey (the chance level is the hatched grey bar), then tab20's light shades
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7] + \
+        list(plt.get_cmap("tab20").colors[1::2])
+    learned = [m for m in methods if m != BASELINE]
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(learned)}
     for ax, (metric, name) in zip(axes[0], PLOT_COLUMNS):
         sub = st[st["metric"] == metric]
         for i, m in enumerate(methods):
             vals = [sub[(sub["dataset"] == d) & (sub["method"] == m)] for d in datasets]
             mean = [float(v["mean"].iloc[0]) if len(v) else np.nan for v in vals]
             std = [float(v["std"].iloc[0]) if len(v) and np.isfinite(v["std"].iloc[0]) else 0.0 for v in vals]
+            base = m == BASELINE
             ax.bar(np.arange(len(datasets)) + (i - (len(methods) - 1) / 2) * width, mean, width, yerr=std,
-                   capsize=2, label=m, color="0.6" if m == BASELINE else None)
+                   capsize=2, label=m, color="0.85" if base else colour[m], hatch="//" if base else None,
+                   edgecolor="0.3" if base else None)
         ax.set_xticks(np.arange(len(datasets)), datasets, rotation=20)
         ax.set_ylim(0, 1)
         ax.set_title(name)
