@@ -66,6 +66,7 @@ class ExpBasic:
         set_seed(args.seed)  # model init independent of how much randomness data loading used
         self.model: nn.Module = get_model_class(args.model)(args).to(self.device)
         self.train_record: dict = {}
+        self._fitted = False  # the model's `fit` hook has run (see ensure_fitted)
         n_total = sum(p.numel() for p in self.model.parameters())
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.model_info = {"name": args.model, "trainable_params": n_train, "total_params": n_total}
@@ -95,7 +96,7 @@ class ExpBasic:
         fitted state is not in the checkpoint, which loads with `weights_only=True` (no pickled
         objects), and the seeded fit gives the same model again.
         """
-        if not hasattr(self.model, "fit") or getattr(self, "_fitted", False):
+        if not hasattr(self.model, "fit") or self._fitted:
             return 0.0
         t0 = time.time()
         set_seed(self.args.seed)

@@ -300,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         device = gpus[i % len(gpus)] if len(gpus) > 1 else None
         return execute(run, args.out, device)
 
-    if args.tables_only:
-        runs_to_do = []
-    else:
-        runs_to_do = runs
+    runs_to_do = [] if args.tables_only else runs
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for run, code, tail, seconds in pool.map(task, enumerate(runs_to_do)):
             status = ("skipped (results exist)" if tail.startswith("skipped") else "ok") if code == 0 \
