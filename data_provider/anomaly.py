@@ -12,6 +12,7 @@ from argparse import Namespace
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -64,8 +65,10 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
         raise ValueError(f"{name}: train has {train_raw.shape[1]} channels but test has {test_raw.shape[1]} "
                          f"(shapes {train_raw.shape} and {test_raw.shape}); both splits need the same columns")
     labels = _as_labels(labels_raw, len(test_raw), name)
-    train_all, nan_train = clean_nonfinite(train_raw, "train", name)
-    test, nan_test = clean_nonfinite(test_raw, "test", name)
+    # readers of named columns (custom CSV) return DataFrames, so messages can name the channel
+    columns = [str(c) for c in train_raw.columns] if isinstance(train_raw, pd.DataFrame) else None
+    train_all, nan_train = clean_nonfinite(train_raw, "train", name, columns)
+    test, nan_test = clean_nonfinite(test_raw, "test", name, columns)
 
     n_val = int(len(train_all) * VAL_FRACTION)
     train, val = train_all[:len(train_all) - n_val], train_all[len(train_all) - n_val:]
@@ -75,13 +78,14 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
         if len(arr) < L:
             raise ValueError(f"{name}: window --seq_len {L} is longer than the {split} split ({len(arr)} points); "
                              f"use a smaller --seq_len")
-    scaler = StandardScaler().fit(train)
+    scaler = StandardScaler().fit(train, name, columns)
     constant = int((train.std(axis=0) <= 1e-8).sum())
     info = {"dataset": spec.name, "entity": args.entity, "channels": int(train.shape[1]),
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
             "test_anomaly_fraction": float(labels.mean()), "nonfinite_replaced": {"train": nan_train, "test": nan_test},
             "constant_channels": constant}
-    return AnomalyData(scaler.transform(train), scaler.transform(val), scaler.transform(test), labels, info)
+    return AnomalyData(scaler.transform(train, "train"), scaler.transform(val, "validation"),
+                       scaler.transform(test, "test"), labels, info)
 
 
 def window_starts(n: int, win: int, step: int) -> tuple[np.ndarray, int]:

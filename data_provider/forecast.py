@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_provider.preprocess import StandardScaler, clean_nonfinite
+from data_provider.readers import read_csv_frame
 from data_provider.specs import ForecastSpec, get_forecast_spec
 
 TRAIN_RATIO, TEST_RATIO = 0.7, 0.2
@@ -68,14 +69,15 @@ class ForecastData:
 
 def _read_csv(spec: ForecastSpec, args: Namespace) -> pd.DataFrame:
     path = os.path.join(args.root_path, args.data_path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         hint = (f"download {spec.folder}/{spec.file} from {spec.source} and put it there, or point "
                 f"--root_path/--data_path at your copy" if spec.file else "check --root_path and --data_path")
         raise FileNotFoundError(f"{spec.name}: file not found: {path}; {hint}")
-    df = pd.read_csv(path)
+    df = read_csv_frame(path, f"{spec.name} --data_path", header=True)
     if "date" not in df.columns:
         raise ValueError(f"{path}: no 'date' column (columns: {list(df.columns)[:10]}); the forecasting "
-                         f"layout is a 'date' column followed by one column per variable")
+                         f"layout is a 'date' column followed by one column per variable, under a header line "
+                         f"such as 'date,<variable 1>,<variable 2>,...' (add one if the first line is data)")
     values = df.drop(columns=["date"])
     non_numeric = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
     if non_numeric:
@@ -119,7 +121,7 @@ def load_forecast_data(args: Namespace) -> ForecastData:
                          f"{' ...' if len(columns) > 10 else ''}); pass --target <column> or use --features M")
     if args.features == "S":
         columns = [args.target]
-    raw, n_bad = clean_nonfinite(values[columns].to_numpy(), "file", spec.name)
+    raw, n_bad = clean_nonfinite(values[columns].to_numpy(), "file", spec.name, columns)
 
     bounds = _borders(spec, len(raw), args.seq_len, path)
     need = args.seq_len + args.pred_len
@@ -129,8 +131,8 @@ def load_forecast_data(args: Namespace) -> ForecastData:
                              f"window needs --seq_len + --pred_len = {need}; the file has {len(raw)} rows; use a "
                              f"shorter --seq_len/--pred_len or a longer series")
     lo, hi = bounds["train"]
-    scaler = StandardScaler().fit(raw[lo:hi])
-    series = scaler.transform(raw[:bounds["test"][1]])
+    scaler = StandardScaler().fit(raw[lo:hi], f"{spec.name} ({path})", columns)
+    series = scaler.transform(raw[:bounds["test"][1]], "file")
     target_cols = slice(None) if args.features == "M" else slice(-1, None)
     info = {"dataset": spec.name, "file": path, "features": args.features, "columns": columns,
             "target": args.target, "channels": len(columns), "rows": len(raw),
