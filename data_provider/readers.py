@@ -85,18 +85,20 @@ def _parse_numbers(frame: pd.DataFrame, path: str, first_line: int) -> pd.DataFr
     """Convert text columns that hold numbers to float64; report the cells of such a column that are not numbers.
 
     pandas leaves a column as text when one cell is not a number, and as Python ints when a value exceeds
-    int64; both are converted here (the latter to float64). Columns without a single number (timestamps,
-    ids) stay text for the caller. `first_line` is the file line of data row 0 (2 below a header).
+    int64; both are converted here (the latter to float64). Columns where none of ~64 evenly spaced cells
+    is a number (timestamps, ids) stay text for the caller. `first_line` is the file line of data row 0 (2 below a header).
     """
     bad: list[str] = []
     n_bad = 0
     for col in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[col]):
             continue
+        present = frame[col].dropna()
+        sample = present.iloc[::max(1, len(present) // 64)]  # a cheap look first: dates are long columns of text
+        if not pd.to_numeric(sample, errors="coerce").notna().any():
+            continue                                          # a text column: the caller decides
         values = pd.to_numeric(frame[col], errors="coerce")
         failed = values.isna() & frame[col].notna()
-        if not values.notna().any():
-            continue                                          # a text column: the caller decides
         if failed.any():
             rows = np.flatnonzero(failed.to_numpy())
             n_bad += len(rows)
