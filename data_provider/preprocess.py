@@ -53,13 +53,13 @@ class StandardScaler:
     def transform(self, x: np.ndarray, split: str = "data") -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
             z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
-        huge = np.abs(z) > Z_LIMIT
-        if huge.any():
+        if len(z) and ((z.max(axis=0) > Z_LIMIT).any() or (z.min(axis=0) < -Z_LIMIT).any()):
+            huge = np.abs(z) > Z_LIMIT                        # only now: no [N, C] temporaries on clean data
             channels = np.flatnonzero(huge.any(axis=0))
             first = int(np.flatnonzero(huge.any(axis=1))[0])
             raise ValueError(
                 f"{self.name} {split}: {int(huge.sum())} value(s) in {_channel_list(channels, self.columns)} lie more "
-                f"than {Z_LIMIT:.0e} training standard deviations from the training mean (first at row {first}, "
+                f"than {Z_LIMIT:.0e} training standard deviations from the training mean (first at 0-based row {first}, "
                 f"value {float(np.asarray(x)[first, channels[0]]):.3g}); the detector could not score them (float32 "
                 f"overflow). Such values are usually sentinels for missing data: replace them by empty cells (NaN, "
                 f"filled from neighbouring values) or remove the channel")

@@ -305,8 +305,9 @@ def read_custom(spec: AnomalySpec, root: str, args: Namespace) -> tuple[pd.DataF
     if args.label_column:
         label = str(args.label_column)
         if label not in test.columns:
-            unnamed = "" if test_named else (" (the test file has no header row, so its columns are numbered "
-                                             "from 0: pass the label column's position, e.g. --label_column "
+            unnamed = "" if test_named else (" (the test file has no column names, being NPY or a CSV without "
+                                             "header row, so its columns are numbered from 0: pass the label "
+                                             "column's position, e.g. --label_column "
                                              f"{len(test.columns) - 1})")
             raise ValueError(f"--label_column {label!r} is not a column of the test file; "
                              f"columns are: {', '.join(map(str, test.columns))}{unnamed}")
@@ -314,6 +315,9 @@ def read_custom(spec: AnomalySpec, root: str, args: Namespace) -> tuple[pd.DataF
         train = train.drop(columns=[label], errors="ignore")
     else:
         labels = _read_table(resolve(args.label_file), "--label_file")[0].to_numpy()
+    if train_named != test_named:
+        print(f"custom: {'--test_file' if train_named else '--train_file'} has no column names, so the columns are "
+              f"matched by position (give both files a header line to match them by name)")
     train, test = _match_columns(train, test, train_named and test_named, train_path, test_path)
     return train, test, labels
 

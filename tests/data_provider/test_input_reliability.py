@@ -94,13 +94,16 @@ def test_headerless_files_are_detected_and_keep_their_first_row(files, capsys):
     root, train, test = files
     train.to_csv(root / "train_nh.csv", index=False, header=False)
     test.to_csv(root / "test_nh.csv", index=False, header=False)
-    with pytest.raises(ValueError, match=r"no header row.*--label_column 3"):
+    with pytest.raises(ValueError, match=r"no column names.*--label_column 3"):
         load_anomaly_data(custom(root, "train_nh.csv", "test_nh.csv"))
     assert "its columns are numbered 0..3 by position" in capsys.readouterr().out
     data = load_anomaly_data(custom(root, "train_nh.csv", "test_nh.csv", "--label_column", "3"))
     named = load_anomaly_data(custom(root))
     assert len(data.test) == 120                               # the first data row is not taken as a header
     np.testing.assert_array_equal(data.test, named.test)
+    capsys.readouterr()
+    load_anomaly_data(custom(root, "train_nh.csv", "test.csv"))  # one file named, one not: by position, said
+    assert "matched by position" in capsys.readouterr().out
 
 
 def test_a_header_of_column_numbers_stays_a_header(tmp_path):
