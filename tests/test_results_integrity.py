@@ -177,3 +177,16 @@ def test_random_baselines_from_the_evaluate_command_average_over_seeds_and_count
                          "--data", "X"]) == 0
     _, table = tables.anomaly_table(tables.load_summary(summary, "anomaly_detection"), "vus_pr")
     assert table.set_index("dataset").loc["X", "Random_n"] == 2
+
+
+def test_rebuilding_a_run_of_an_older_version_says_what_is_missing(tmp_path, capsys):
+    folder = tmp_path / "old_run"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"task_name": "anomaly_detection", "args": {}, "metrics": {}}))
+    np.save(folder / "scores.npy", np.zeros(10))
+    np.save(folder / "labels.npy", np.zeros(10, np.int8))
+    assert cli.main(["--run", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks train_scores.npy, val_scores.npy" in err and "run it again" in err
+    assert cli.main(["--scores", str(folder / "scores.npy")]) == 2
+    assert "--labels is required" in capsys.readouterr().err
