@@ -18,7 +18,7 @@ from exp.exp_basic import ExpBasic, model_output
 from utils.eval.plot import plot_scores
 from utils.eval.render import render_markdown, render_table
 from utils.eval.report import evaluate_scores, predictions, summary_row
-from utils.io import save_npy, save_text
+from utils.io import save_npy
 
 
 def anomaly_loss(model: torch.nn.Module, x: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,16 +108,19 @@ class ExpAnomalyDetection(ExpBasic):
                                  anomaly_ratio=args.anomaly_ratio, pot_risk=args.pot_risk,
                                  pot_level=args.pot_level, vus_window=args.vus_window)
         report["data"] = self.data.info
-        folder = os.path.join(args.results, setting)
-        save_npy(os.path.join(folder, "scores.npy"), test_scores.astype(np.float32))
+        folder = self.results_folder(setting)
+        # the scores the report was computed from, at full precision, so `python -m utils.eval --run
+        # <folder>` rebuilds every threshold and metric
+        for name, values in (("scores", test_scores), ("train_scores", train_scores), ("val_scores", val_scores)):
+            save_npy(os.path.join(folder, f"{name}.npy"), np.asarray(values, dtype=np.float64))
         save_npy(os.path.join(folder, "labels.npy"), labels.astype(np.int8))
         title = f"{args.model} on {self.data.info['dataset']}" + (f"/{args.entity}" if args.entity else "")
         if not args.no_plot:
             thresholds = {name: t["value"] for name, t in report["thresholds"].items()}
             plot_scores(os.path.join(folder, "scores.png"), test_scores, labels, thresholds,
                         predictions(report, test_scores), title=title)
-        self.write_results(setting, report, summary_row(report), started)
-        save_text(os.path.join(folder, "report.md"), render_markdown(report, title=f"{title} — {setting}"))
+        self.write_results(setting, report, summary_row(report), started,
+                           render_markdown(report, title=f"{title} — {setting}"))
         print(render_table(report))
         print(f"results written to {folder}")
         return report

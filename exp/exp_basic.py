@@ -10,6 +10,8 @@ which the model benchmark (`scripts/bench/model.py`) calls too.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import time
@@ -24,9 +26,49 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models import get_model_class
-from utils.io import append_summary, save_json, save_torch
+from utils.io import append_summary, save_json, save_text, save_torch
 from utils.provenance import provenance
 from utils.tools import EarlyStopping, learning_rate, set_seed
+
+
+# flags that cannot change the data or the trained model (run control, output places, devices, how the
+# scores are evaluated) stay out of the setting, so a test-only run with other values finds the checkpoint;
+# every other flag, including any added later, enters the setting's digest
+NOT_IN_SETTING = frozenset({
+    "is_training", "itr", "checkpoints", "results", "no_progress", "no_plot", "use_gpu", "gpu", "threads",
+    "num_workers", "ssm_backend", "test_step", "pot_risk", "pot_level", "vus_window", "threshold_sample", "resume",
+    "enc_in", "c_out",  # derived from the data
+})
+# the run's identity beyond its configuration (a configuration is shared by the seeds of one experiment)
+RUN_IDENTITY = ("model_id", "des", "seed")
+PATH_FLAGS = ("root_path", "train_file", "test_file", "label_file")  # compared by where they point
+INCOMPLETE = "INCOMPLETE"  # marker file of a results folder being written
+SETTING_MAX = 200  # characters; a folder name may have at most 255 bytes
+
+
+def _digest(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def setting_values(args: Namespace) -> dict:
+    """The flags that define a run's data and model (all but `NOT_IN_SETTING`; unset ones left out, so
+    a flag added later with default None changes no existing name); paths by their absolute form."""
+    values = {}
+    for key, value in sorted(vars(args).items()):
+        if key in NOT_IN_SETTING or key.startswith("_") or value is None:
+            continue
+        if key in PATH_FLAGS:
+            value = os.path.realpath(str(value))
+        elif key == "data_path" and getattr(args, "root_path", None):
+            value = os.path.realpath(os.path.join(args.root_path, str(value)))
+        values[key] = value
+    return values
+
+
+def config_digest(args: Namespace) -> str:
+    """Digest of the configuration: `setting_values` without the run's name and seed. Runs with equal
+    digests differ only in seed or name, so a table may average them."""
+    return _digest({k: v for k, v in setting_values(args).items() if k not in RUN_IDENTITY})
 
 
 def model_output(model: nn.Module, x: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +114,8 @@ class ExpBasic:
         self.model_info = {"name": args.model, "trainable_params": n_train, "total_params": n_total}
         if hasattr(self.model, "describe"):
             self.model_info.update(self.model.describe())
+        if isinstance(getattr(self.model, "d_model", None), int):  # the width it uses, whatever --d_model said
+            self.model_info.setdefault("d_model", self.model.d_model)
         print(f"model {args.model}: {n_train:,} trainable / {n_total:,} total parameters on {self.device}")
 
     # ---- to be provided by a task -------------------------------------------------
@@ -110,14 +154,31 @@ class ExpBasic:
 
     # ---- shared machinery ---------------------------------------------------------
     def setting(self, i: int) -> str:
-        """Run name in Time-Series-Library style: task, ids, data, main hyperparameters, model options."""
+        """Run name in Time-Series-Library style: task, ids, data, main hyperparameters, model options,
+        then `h<digest>` of every flag that defines the data or the model (`setting_values`), seed,
+        `--des` and the iteration. Runs that differ in any such flag (`--synthetic_seed`, a custom data
+        file, a model option, `--max_train_steps`, ...) therefore never share a folder. Names longer than
+        SETTING_MAX characters are shortened (the digest, which includes the full `--model_id` and
+        `--des`, keeps them apart).
+        """
         a = self.args
-        parts = [a.task_name, a.model_id, a.model, a.data] + ([a.entity] if a.entity else [])
-        parts += [self._setting_data_part(), f"bs{a.batch_size}", f"lr{a.learning_rate:g}", f"ep{a.train_epochs}"]
+        clean = lambda p: re.sub(r"[^A-Za-z0-9_.+-]", "-", str(p))  # noqa: E731
         tags = getattr(get_model_class(a.model), "setting_tags", None)
-        parts += list(tags(a)) if tags else []
-        parts += [f"sd{a.seed}", a.des, str(i)]
-        return re.sub(r"[^A-Za-z0-9_.+-]", "-", "_".join(str(p) for p in parts))
+        digest = _digest({**setting_values(a), "itr": i})
+        model_id, des = clean(a.model_id), clean(a.des)
+        head = [a.task_name, model_id, a.model, a.data] + ([a.entity] if a.entity else [])
+        head += [self._setting_data_part(), f"bs{a.batch_size}", f"lr{a.learning_rate:g}", f"ep{a.train_epochs}"]
+        head += list(tags(a)) if tags else []
+        tail = [f"h{digest}", f"sd{a.seed}", des, str(i)]
+        name = "_".join(clean(p) for p in head + tail)
+        if len(name) > SETTING_MAX:
+            short = lambda t: t if len(t) <= 32 else t[:31] + "-"  # noqa: E731
+            head[1], tail[2] = short(model_id), short(des)
+            tail_text = "_".join(clean(p) for p in tail)
+            head_text = "_".join(clean(p) for p in head)
+            room = SETTING_MAX - len(tail_text) - 1
+            name = (head_text if len(head_text) <= room else head_text[:room - 1] + "-") + "_" + tail_text
+        return name
 
     def _device(self) -> torch.device:
         if self.args.use_gpu and torch.cuda.is_available():
@@ -228,17 +289,48 @@ class ExpBasic:
         self.model.load_state_dict(state["model"])
         self.checkpoint_info = {"path": path, "epoch": state.get("epoch"), "val_loss": state.get("val_loss")}
 
-    def write_results(self, setting: str, metrics: dict, summary: dict, started: float) -> str:
-        """Write `results/<setting>/metrics.json` and append the summary row; return the folder."""
+    def results_folder(self, setting: str) -> str:
+        """Create `results/<setting>/` marked INCOMPLETE until `write_results` completes it; return it.
+
+        A run killed while writing its results leaves the marker, so a folder is either complete
+        (scores, metrics.json, report.md, its summary row) or says it is not."""
+        folder = os.path.join(self.args.results, setting)
+        save_text(os.path.join(folder, INCOMPLETE),
+                  f"results of this run are being written (started {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+                  f"pid {os.getpid()}); if no run is writing them, it was interrupted: run it again\n")
+        return folder
+
+    def summary_hyperparameters(self) -> dict:
+        """The hyperparameters that define a run, for its summary row (tables group and filter on them)."""
+        a, info, record = self.args, self.model_info, self.train_record
+        files = [getattr(a, k, None) for k in ("data_path", "train_file", "test_file", "label_file")]
+        epochs = record.get("epochs", [])
+        return {"seq_len": a.seq_len, "step": a.step, "batch_size": a.batch_size, "learning_rate": a.learning_rate,
+                "train_epochs": a.train_epochs, "max_train_steps": a.max_train_steps,
+                "epochs_trained": len(epochs) if record else None,
+                "steps_trained": sum(e["steps"] for e in epochs) if record else None,
+                "backbone": info.get("backbone"), "llm_layers": info.get("llm_layers"),
+                "e_layers": info.get("e_layers", a.e_layers), "d_model": info.get("d_model"),
+                "data_file": "|".join(os.path.basename(str(f)) for f in files if f) or None,
+                "des": a.des, "is_training": a.is_training, "config": config_digest(a)}
+
+    def write_results(self, setting: str, metrics: dict, summary: dict, started: float, report: str) -> str:
+        """Write `results/<setting>/metrics.json` and `report.md`, append the summary row, then clear the
+        folder's INCOMPLETE marker (`results_folder`); return the folder."""
         folder = os.path.join(self.args.results, setting)
         prov = provenance()
         payload = {"setting": setting, "task_name": self.task_name, "metrics": metrics, "model": self.model_info,
                    "training": self.train_record, "checkpoint": getattr(self, "checkpoint_info", None),
                    "test_seconds": time.time() - started, "args": vars(self.args), "provenance": prov}
         save_json(os.path.join(folder, "metrics.json"), payload)
+        save_text(os.path.join(folder, "report.md"), report)
         row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "setting": setting, "task_name": self.task_name,
                "model": self.args.model, "model_id": self.args.model_id, "data": self.args.data,
-               "entity": self.args.entity or "", "seed": self.args.seed, "git_commit": prov["commit"], **summary}
+               "entity": self.args.entity or "", "seed": self.args.seed, "git_commit": prov["commit"],
+               **self.summary_hyperparameters(), **summary}
         append_summary(os.path.join(self.args.results, "summary.csv"), row)
+        marker = os.path.join(folder, INCOMPLETE)
+        if os.path.exists(marker):
+            os.remove(marker)
         return folder
 

@@ -16,7 +16,7 @@ import torch
 
 from data_provider.forecast import ForecastDataset, load_forecast_data
 from exp.exp_basic import ExpBasic
-from utils.io import save_npy, save_text
+from utils.io import save_npy
 
 # pred.npy/true.npy are skipped above this size each (ECL/Traffic at long horizons reach gigabytes)
 MAX_SAVED_ARRAY_BYTES = 256 * 2 ** 20
@@ -98,7 +98,7 @@ class ExpLongTermForecast(ExpBasic):
             self.load_checkpoint(setting)
         result = self.evaluate("test")
         preds, trues = result.pop("preds"), result.pop("trues")
-        folder = os.path.join(args.results, setting)
+        folder = self.results_folder(setting)
         if preds is not None:
             save_npy(os.path.join(folder, "pred.npy"), preds)
             save_npy(os.path.join(folder, "true.npy"), trues)
@@ -110,8 +110,7 @@ class ExpLongTermForecast(ExpBasic):
                    "features": args.features, "data": self.data.info}
         summary = {"mse": result["mse"], "mae": result["mae"], "seq_len": args.seq_len,
                    "pred_len": args.pred_len, "label_len": args.label_len, "features": args.features}
-        self.write_results(setting, metrics, summary, started)
-        save_text(os.path.join(folder, "report.md"), self._report(setting, result))
+        self.write_results(setting, metrics, summary, started, self._report(setting, result))
         print(f"{self.data.info['dataset']} {args.model} features {args.features} seq_len {args.seq_len} "
               f"pred_len {args.pred_len}: mse {result['mse']:.4f}  mae {result['mae']:.4f}  "
               f"({result['windows']} test windows)")

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import torch
 import torch.nn as nn
@@ -54,7 +54,7 @@ from layers.cross_alignment import CrossAlignment, FrequencyBranch
 from layers.embed import TimeEmbedding, VariateEmbedding
 from layers.llm import count_parameters, load_backbone
 from layers.pmd import MemoryRetrieval, load_or_build_memory
-from models.crossalign_config import CrossAlignConfig
+from models.crossalign_config import LLM, CrossAlignConfig
 
 _TASKS = ("anomaly_detection", "long_term_forecast")
 
@@ -77,11 +77,15 @@ class Model(nn.Module):
     def setting_tags(args: Namespace) -> list[str]:
         """Backbone and ablation tags for the run's setting name, plus any option changed from its default."""
         cfg = CrossAlignConfig.from_args(args)
-        llm = "none" if cfg.llm == "none" else f"{os.path.basename(cfg.llm.rstrip('/'))}-{cfg.llm_init}-l{cfg.llm_layers}"
-        tags = [f"llm{llm}", f"pmd{cfg.pmd}", f"fb{cfg.freq_branch}", f"fft{cfg.fft}", f"ssm{cfg.ssm_layers}"]
+        if cfg.llm.lower() == "none":  # no LLM branch: the LLM's options (PMD, LoRA, ...) change nothing
+            tags, skip = ["llmnone"], {f.name for f in fields(CrossAlignConfig) if f.metadata["group"] == LLM}
+        else:
+            tags = [f"llm{os.path.basename(cfg.llm.rstrip('/'))}-{cfg.llm_init}-l{cfg.llm_layers}", f"pmd{cfg.pmd}"]
+            skip = set()
+        tags += [f"fb{cfg.freq_branch}", f"fft{cfg.fft}", f"ssm{cfg.ssm_layers}"]
         default = CrossAlignConfig()
         return tags + [f"{name}-{getattr(cfg, name)}" for name in _TAGGED_WHEN_CHANGED
-                       if getattr(cfg, name) != getattr(default, name)]
+                       if name not in skip and getattr(cfg, name) != getattr(default, name)]
 
     def __init__(self, args: Namespace) -> None:
         super().__init__()

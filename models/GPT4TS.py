@@ -77,4 +77,4 @@ class Model(nn.Module):
 
     def describe(self) -> dict:
         return {"architecture": "GPT4TS (Zhou et al., NeurIPS 2023): frozen LM blocks, trained norms and positions",
-                **self.backbone.describe()}
+                "d_model": self.backbone.d_model, **self.backbone.describe()}

@@ -31,4 +31,4 @@ class Model(nn.Module):
         return self.decoder(z).reshape(B, self.seq_len, self.channels)
 
     def describe(self) -> dict:
-        return {"architecture": "MLP autoencoder over the flattened window"}
+        return {"architecture": "MLP autoencoder over the flattened window", "d_model": self.encoder[0].out_features}

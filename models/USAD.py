@@ -153,5 +153,5 @@ class Model(nn.Module):
     def describe(self) -> dict:
         return {"architecture": "USAD: encoder + two decoders over the flattened window, adversarial training "
                                 "(Audibert et al., KDD 2020)",
-                "latent": self.encoder[-2].out_features, "score": f"{ALPHA}*|x-AE1(x)|^2 + {BETA}*|x-AE2(AE1(x))|^2",
+                "latent": self.encoder[-2].out_features, "d_model": self.encoder[-2].out_features, "score": f"{ALPHA}*|x-AE1(x)|^2 + {BETA}*|x-AE2(AE1(x))|^2",
                 "epoch_weight": "1/n, n = training phases seen (the epoch under the shared loop)"}

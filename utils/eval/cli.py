@@ -3,6 +3,11 @@
     python -m utils.eval --scores S.npy --labels L.npy [--train_scores T.npy] [--val_scores V.npy]
         [--anomaly_ratio R] [--vus_window W | --series X.npy] [--out report.json] [--markdown report.md]
         [--random uniform --seed N] [--summary results/summary.csv --data MSL --model NAME]
+    python -m utils.eval --run results/<setting> [--out report.json] [--markdown report.md]
+
+`--run` rebuilds a run.py anomaly run's full report (every threshold and metric) from its folder: the
+test, train and validation scores and labels it saved, and the evaluation flags in its metrics.json
+(flags given here win). It says whether the rebuilt report equals the saved one.
 
 Files are `.npy` (1-D, or 2-D with one column) or text/CSV with one value per line. The compact table
 goes to stdout; `--out` writes the full report as JSON, `--markdown` the report.md body (atomic writes);
@@ -22,6 +27,9 @@ metrics are then null.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
 import time
 
@@ -54,16 +62,79 @@ def _length(path: str) -> int:
     return int(np.loadtxt(path, delimiter=",", ndmin=2).shape[0])
 
 
+DEFAULTS = {"anomaly_ratio": 1.0, "pot_risk": 1e-3, "pot_level": 0.98}
+RUN_FILES = {"scores": "scores.npy", "labels": "labels.npy", "train_scores": "train_scores.npy",
+             "val_scores": "val_scores.npy"}
+
+
+def load_run(args: argparse.Namespace) -> dict:
+    """Fill `args` from the run folder `args.run` (files and evaluation flags not given); return its metrics.json."""
+    folder = args.run
+    meta_path = os.path.join(folder, "metrics.json")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--run {folder}: no such folder; pass a run.py results folder, results/<setting>")
+    if os.path.exists(os.path.join(folder, "INCOMPLETE")):
+        raise ValueError(f"--run {folder} is marked INCOMPLETE: the run was interrupted while writing its "
+                         f"results; run it again (--is_training 0 retests its checkpoint)")
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"--run {folder} has no metrics.json; is it a run.py results folder?")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("task_name") != "anomaly_detection":
+        raise ValueError(f"--run {folder} is a {meta.get('task_name')} run; only anomaly runs have scores to evaluate")
+    missing = [name for name in RUN_FILES.values() if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise ValueError(f"--run {folder} lacks {', '.join(missing)}: it was written by an older version, "
+                         f"before run.py saved the train and validation scores; run it again to write them")
+    for key, name in RUN_FILES.items():
+        if getattr(args, key) is None:
+            setattr(args, key, os.path.join(folder, name))
+    run_args = meta.get("args", {})
+    for key in ("anomaly_ratio", "pot_risk", "pot_level", "vus_window"):
+        if getattr(args, key) is None:
+            setattr(args, key, run_args.get(key))
+    for key, run_key in (("data", "data"), ("model", "model"), ("entity", "entity")):
+        if not getattr(args, key):
+            setattr(args, key, run_args.get(run_key) or "")
+    return meta
+
+
+def _comparable(report: dict) -> dict:
+    """A report without what a rebuild cannot reproduce (timings, the data summary, file names)."""
+    return {k: v for k, v in report.items() if k not in ("seconds", "data", "source")}
+
+
+def _inputs_digest(args: argparse.Namespace, scores: bool) -> str:
+    """Digest of what an evaluation read: the labels and flags, and with `scores` the scores' contents
+    (or the random seed). With them it is the summary row's identity (its setting: the same scores
+    evaluated again count once), without them its configuration (what the tables average over)."""
+    h = hashlib.sha256()
+    keys = ("labels", "scores", "train_scores", "val_scores") if scores and not args.random else ("labels",)
+    for key in keys:
+        path = getattr(args, key)
+        h.update(key.encode())
+        if path:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    h.update(json.dumps([args.model, args.data, args.entity, args.random, args.seed if scores else None,
+                         args.anomaly_ratio, args.pot_risk, args.pot_level, args.vus_window, args.series]).encode())
+    return h.hexdigest()[:10]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scores", help="test scores [T] (.npy or text); not needed with --random")
-    p.add_argument("--labels", required=True, help="test labels [T], 0/1")
+    p.add_argument("--run", help="a run.py results folder (results/<setting>): rebuild its report from the "
+                                 "scores it saved")
+    p.add_argument("--scores", help="test scores [T] (.npy or text); not needed with --random or --run")
+    p.add_argument("--labels", help="test labels [T], 0/1 (required unless --run)")
     p.add_argument("--train_scores", help="training scores: enables the paper threshold and POT/SPOT")
     p.add_argument("--val_scores", help="validation scores: joins train for the train+val threshold")
-    p.add_argument("--anomaly_ratio", type=float, default=1.0, help="percent flagged by percentile thresholds")
-    p.add_argument("--pot_risk", type=float, default=1e-3)
-    p.add_argument("--pot_level", type=float, default=0.98)
+    p.add_argument("--anomaly_ratio", type=float, default=None,
+                   help=f"percent flagged by percentile thresholds (default {DEFAULTS['anomaly_ratio']:g}, or the run's)")
+    p.add_argument("--pot_risk", type=float, default=None, help=f"default {DEFAULTS['pot_risk']:g}, or the run's")
+    p.add_argument("--pot_level", type=float, default=None, help=f"default {DEFAULTS['pot_level']:g}, or the run's")
     p.add_argument("--vus_window", type=int, default=None, help="range-AUC/VUS window (default 100, as TSB-AD)")
     p.add_argument("--series", help="raw test series (.npy [T] or [T, C]): estimate the VUS window from its "
                                     "first channel, as TSB-AD does")
@@ -82,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Load, validate, evaluate; return the report (raises ValueError on bad input)."""
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.labels is None:
+        raise ValueError("--labels is required (or pass --run results/<setting> to rebuild a run's report)")
     labels = check_labels(load_array(args.labels))
     if args.random:
         rng = np.random.default_rng(args.seed)
@@ -114,26 +190,36 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = args.model or ("Random" if args.random else None)
-    if args.summary and not (args.data and model):
-        print("error: --summary needs --data and --model (the table's row and column)", file=sys.stderr)
-        return 2
     try:
+        meta = load_run(args) if args.run else None
+        model = args.model or ("Random" if args.random else None)
+        if args.summary and not (args.data and model):
+            raise ValueError("--summary needs --data and --model (the table's row and column)")
         report = run(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(render_table(report))
+    if meta is not None:
+        same = _comparable(json.loads(json.dumps(report))) == _comparable(meta["metrics"])
+        print(f"rebuilt from {args.run}: " + ("equals its metrics.json" if same else
+                                                "DIFFERS from its metrics.json (a different code version or "
+                                                "evaluation flags)"))
     if args.summary:
-        row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "setting": f"evaluate_{model}_{args.data}",
+        # the setting names what was evaluated, so a repeated evaluation counts once in the tables
+        args.model = model
+        setting = "_".join(["evaluate", model, args.data] + ([args.entity] if args.entity else [])
+                           + [f"h{_inputs_digest(args, scores=True)}"] + ([f"sd{args.seed}"] if args.random else []))
+        row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "setting": setting,
                "task_name": "anomaly_detection", "model": model, "model_id": model, "data": args.data,
                "entity": args.entity, "seed": args.seed if args.random else "", "git_commit": git_commit()["commit"],
-               "anomaly_ratio": args.anomaly_ratio, **summary_row(report)}
+               "config": _inputs_digest(args, scores=False), **summary_row(report)}
         append_summary(args.summary, row)
     if args.out:
         save_json(args.out, report)
     if args.markdown:
-        title = f"random uniform scores (seed {args.seed})" if args.random else args.scores
+        title = (meta["setting"] if meta is not None else
+                 f"random uniform scores (seed {args.seed})" if args.random else args.scores)
         save_text(args.markdown, render_markdown(report, title=title))
     return 0
 

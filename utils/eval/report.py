@@ -205,10 +205,12 @@ def summary_row(report: dict) -> dict[str, float]:
     for the paper's published protocol (`PAPER`: its `paper_pa_*` and `paper_aff_*` are the published
     code's values, and `paper_range_auc_*`, `paper_vus_*` its range metrics of the adjusted
     predictions); and the threshold-free `THRESHOLD_FREE` metrics by name (`auc_roc`, ..., `vus_pr`).
-    Missing or undefined values are NaN, so every row has the same columns.
+    It starts with the evaluation's `anomaly_ratio` and `vus_window`. Missing or undefined values are
+    NaN, so every row has the same columns.
     """
     nan = float("nan")
-    row: dict[str, float] = {}
+    row: dict[str, float] = {"anomaly_ratio": float(report["anomaly_ratio"]),
+                             "vus_window": int(report["params"]["vus_window"])}
     for name in THRESHOLD_ORDER:
         m = report["per_threshold"].get(name)
         for metric in PER_THRESHOLD:

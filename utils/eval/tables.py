@@ -4,11 +4,15 @@
         [--metrics paper_pa_f1 trainval_f1 vus_pr ...] [--out_dir results/tables] [--where seq_len=96]
 
 Anomaly detection (`--layout per_metric`, the default): one table per metric, datasets (data[/entity]) as rows and methods (`--method_col`,
-default `model`) as columns. Runs of the same (dataset, method), e.g. several seeds, are averaged:
-a cell shows the mean, "± std" when there is more than one run, and "(+0.123)" its margin over the
-`Random` baseline on the same dataset when that baseline was run (`python run.py --model Random ...`
-or `python -m utils.eval --random uniform`); a note says where it is missing. An `Avg` row
-averages each method over the datasets it has. Random's own column is the chance level.
+default `model`) as columns. Runs of the same (dataset, method) and the same configuration (the rows'
+`config` digest: every flag that defines the data and the model, seed and names aside), e.g. several
+seeds, are averaged: a cell shows the mean, "± std" when there is more than one run, "(+0.123)" its
+margin over the `Random` baseline on the same dataset when that baseline was run (`python run.py
+--model Random ...` or `python -m utils.eval --random uniform`; a note says where it is missing), and
+"n=" the number of runs. A method run in several configurations on one dataset gets one column per
+configuration, labelled by the hyperparameters that differ (`CrossAlign (seq_len=50)`). A run tested
+again (the same setting, e.g. repeated `--is_training 0`) counts once, with its latest row. An `Avg`
+row averages each method over the datasets it has. Random's own column is the chance level.
 
 `--layout wide`: one overview table, a row per (dataset, method) and a column per metric.
 
@@ -38,11 +42,40 @@ PAPER_NOTE = ("`paper_*` columns: the paper's published protocol (threshold from
 BASELINE = "Random"
 
 
+# labels, not numbers: a UCR entity 0001 or a seed must not become 1.0
+TEXT_COLUMNS = ("setting", "task_name", "model", "model_id", "data", "entity", "seed", "config", "des", "backbone",
+                "data_file", "git_commit", "features")
+# the hyperparameters that name a method's configurations when one dataset has several
+CONFIG_COLUMNS = ("seq_len", "step", "batch_size", "learning_rate", "train_epochs", "max_train_steps", "backbone",
+                  "llm_layers", "e_layers", "d_model", "data_file", "anomaly_ratio", "des")
+
+
+def _matches(column: pd.Series, value: str) -> pd.Series:
+    """`column == value` as text, or as numbers when both are (`--where learning_rate=1e-4` matches 0.0001)."""
+    text = column.fillna("").astype(str) == value
+    try:
+        number = float(value)
+    except ValueError:
+        return text
+    return text | (pd.to_numeric(column, errors="coerce") == number)
+
+
+def _config(df: pd.DataFrame) -> pd.Series:
+    """Each row's configuration: its `config` digest, or for rows of older versions without one, the
+    setting without its seed and iteration (`..._sd2024_exp_0` -> `..._exp`)."""
+    setting = df["setting"].fillna("").astype(str) if "setting" in df.columns else pd.Series("", index=df.index)
+    derived = setting.str.replace(r"_sd\d+(?=_|$)", "", regex=True).str.replace(r"_\d+$", "", regex=True)
+    if "config" not in df.columns:
+        return derived
+    return df["config"].where(df["config"].notna() & (df["config"] != ""), derived)
+
+
 def load_summary(path: str, task: str, where: list[str] | None = None) -> pd.DataFrame:
-    """Rows of `task` from the summary CSV with a `dataset` label column; `where` filters `col=value`."""
+    """Rows of `task` from the summary CSV with `dataset` and `config` columns, one row per run (a
+    setting tested again keeps its latest row); `where` filters `col=value`."""
     if not os.path.exists(path):
         raise ValueError(f"summary file {path} not found; run experiments first (they append to results/summary.csv)")
-    df = pd.read_csv(path, dtype={"entity": str})  # UCR entity ids are numbers but labels, not floats
+    df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     needed = {"task_name", "model", "data"}
     if missing := needed - set(df.columns):
         raise ValueError(f"{path} lacks columns {sorted(missing)}; is it a results/summary.csv?")
@@ -52,16 +85,47 @@ def load_summary(path: str, task: str, where: list[str] | None = None) -> pd.Dat
             raise ValueError(f"--where expects col=value, got {cond!r}")
         col, value = cond.split("=", 1)
         if col not in df.columns:
-            raise ValueError(f"--where: no column {col!r} in {path}")
-        df = df[df[col].astype(str) == value]
+            raise ValueError(f"--where: no column {col!r} in {path}; columns: {', '.join(df.columns)}")
+        df = df[_matches(df[col], value)]
     if df.empty:
         raise ValueError(f"no {task} rows in {path}" + (f" matching {where}" if where else ""))
+    if "setting" in df.columns:  # one run = one setting (and seed, for rows without one in the setting)
+        key = df["setting"].fillna("").astype(str) + "|" + (df["seed"].fillna("") if "seed" in df.columns else "")
+        df = df[~key.duplicated(keep="last")]
     entity = df["entity"].fillna("").astype(str) if "entity" in df.columns else ""
     df["dataset"] = df["data"].astype(str) + np.where(entity != "", "/" + entity, "")
+    df["config"] = _config(df)
     return df
 
 
-def _cell(mean: float, std: float, n: int, margin: float | None, digits: int) -> str:
+def _value(v) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:g}"
+    return str(v)
+
+
+def split_configurations(df: pd.DataFrame, method_col: str, keys: list[str]) -> pd.DataFrame:
+    """`df` with `method_col` relabelled so that each (`keys`, method) cell holds one configuration: a
+    method with several configurations in some cell is labelled by the `CONFIG_COLUMNS` that differ
+    there (`CrossAlign (seq_len=50)`), or by its config digest when none of them does."""
+    df = df.copy()
+    df[method_col] = df[method_col].astype(str)
+    for method, g in df.groupby(method_col, sort=False):
+        if not (g.groupby(keys, sort=False)["config"].nunique() > 1).any():
+            continue
+        varying = [c for c in CONFIG_COLUMNS if c in g.columns
+                   and (g.groupby(keys, sort=False)[c].nunique(dropna=False) > 1).any()]
+        labels = g.apply(lambda r: f"{method} (" + ", ".join(f"{c}={_value(r[c])}" for c in varying) + ")",
+                         axis=1) if varying else pd.Series(method, index=g.index)
+        ambiguous = pd.concat([g[keys], labels.rename("_label"), g["config"]], axis=1) \
+            .groupby(keys + ["_label"], sort=False)["config"].transform("nunique") > 1
+        labels[ambiguous] = labels[ambiguous].str.replace(r"\)$", "", regex=True) + np.where(
+            labels[ambiguous].str.endswith(")"), ", ", " (") + "config " + g.loc[ambiguous, "config"].str[:6] + ")"
+        df.loc[g.index, method_col] = labels
+    return df
+
+
+def _cell(mean: float, std: float, n: int, margin: float | None, digits: int, show_n: bool = True) -> str:
     if n == 0 or mean is None or not math.isfinite(mean):
         return "—"
     text = f"{mean:.{digits}f}"
@@ -69,7 +133,7 @@ def _cell(mean: float, std: float, n: int, margin: float | None, digits: int) ->
         text += f" ± {std:.{digits}f}"
     if margin is not None and math.isfinite(margin):
         text += f" ({margin:+.{digits}f})"
-    return text
+    return text + (f" n={n}" if show_n else "")
 
 
 def _stats(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
@@ -119,7 +183,7 @@ def anomaly_table(df: pd.DataFrame, metric: str, method_col: str = "model",
         avg = {m: float(np.nanmean(table[m])) if table[m].notna().any() else float("nan") for m in cols}
         counts = {m: int(table[m].notna().sum()) for m in cols}
         lines.append("| **Avg** | " + " | ".join(
-            _cell(avg[m], float("nan"), counts[m], None, digits) + ("" if counts[m] == len(datasets) else
+            _cell(avg[m], float("nan"), counts[m], None, digits, show_n=False) + ("" if counts[m] == len(datasets) else
                                                                     f" [{counts[m]}/{len(datasets)}]")
             for m in cols) + " |")
         table = pd.concat([table, pd.DataFrame([{"dataset": "Avg", **avg}])], ignore_index=True)
@@ -127,7 +191,8 @@ def anomaly_table(df: pd.DataFrame, metric: str, method_col: str = "model",
                                  if metric.startswith("paper_") else "")
     md = [heading, "", *lines, ""]
     notes = ["Cells: mean over runs (± sample std when more than one run)"
-             + (", (+x) = margin over the Random baseline on the same dataset" if has_base else "") + "."]
+             + (", (+x) = margin over the Random baseline on the same dataset" if has_base else "")
+             + ", n = runs (a retest of the same run counts once)."]
     if no_base:
         notes.append(f"No Random baseline for {', '.join(no_base)}: run `python run.py --model Random --data ...` "
                      f"or `python -m utils.eval --random uniform ...` to show the chance level.")
@@ -152,7 +217,8 @@ def wide_table(df: pd.DataFrame, metrics: list[str], method_col: str = "model",
             rec.update({m: mean, f"{m}_std": std})
         rows.append(rec)
         lines.append(f"| {ds} | {method} | {len(g)} | " + " | ".join(cells) + " |")
-    md = ["### overview", "", *lines, "", "Cells: mean over runs (± sample std when more than one run)."]
+    md = ["### overview", "", *lines, "", "Cells: mean over runs (± sample std when more than one run), n = runs "
+          "with the metric (a retest of the same run counts once)."]
     if any(m.startswith("paper_") for m in metrics):
         md.append(PAPER_NOTE)
     return "\n".join(md) + "\n", pd.DataFrame(rows)
@@ -204,7 +270,7 @@ def forecast_table(df: pd.DataFrame, method_col: str = "model", digits: int = 3)
         lines.append(f"| {ds} | **Avg** | " + " | ".join(cells) + " |")
     md = ["### long-term forecasting (MSE / MAE, lower is better)", "", *lines, "",
           "Avg = mean over the horizons listed (shown only when every horizon was run); "
-          "cells are means over runs (± sample std when more than one)."]
+          "cells are means over runs (± sample std when more than one), n = runs."]
     return "\n".join(md) + "\n", pd.DataFrame(rows)
 
 
@@ -229,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         df = load_summary(args.summary, args.task, args.where)
         if args.method_col not in df.columns:
             raise ValueError(f"--method_col {args.method_col!r} is not a column of {args.summary}")
-        df[args.method_col] = df[args.method_col].astype(str)
+        # forecasting rows of other lookbacks get their own dataset rows (L=...), horizons their own rows
+        keys = ["dataset"] if args.task == "anomaly_detection" else ["dataset", "pred_len", "seq_len"]
+        df = split_configurations(df, args.method_col, [k for k in keys if k in df.columns])
         outputs = []
         if args.task == "anomaly_detection" and args.layout == "wide":
             md, table = wide_table(df, list(args.metrics or DEFAULT_ANOMALY_METRICS), args.method_col,

@@ -10,7 +10,8 @@ from utils.eval import tables
 
 
 def _row(task, model, data, seed, entity="", **metrics):
-    return {"time": "2025-01-01T00:00:00", "setting": f"{model}_{data}_{seed}", "task_name": task, "model": model,
+    setting = "_".join(str(p) for p in (task, model, data, entity, metrics.get("pred_len", ""), f"sd{seed}", "exp_0"))
+    return {"time": "2025-01-01T00:00:00", "setting": setting, "task_name": task, "model": model,
             "model_id": model, "data": data, "entity": entity, "seed": seed, "git_commit": "abc", **metrics}
 
 
@@ -38,8 +39,8 @@ def test_anomaly_table_averages_seeds_and_shows_margin(summary):
     assert msl["CrossAlign"] == pytest.approx(0.92) and msl["CrossAlign_n"] == 2
     assert msl["CrossAlign_std"] == pytest.approx(0.028284, abs=1e-5)  # sample std of 0.90, 0.94
     assert msl["CrossAlign_over_random"] == pytest.approx(0.04)
-    assert "0.9200 ± 0.0283 (+0.0400)" in md
-    assert "| SMD/machine-1-2 | 0.7000 | — |" in md  # entity in the label; no Random there
+    assert "0.9200 ± 0.0283 (+0.0400) n=2" in md
+    assert "| SMD/machine-1-2 | 0.7000 n=1 | — |" in md  # entity in the label; no Random there
     assert "No Random baseline for SMD/machine-1-2" in md
     avg = table.set_index("dataset").loc["Avg"]
     assert avg["CrossAlign"] == pytest.approx((0.92 + 0.70) / 2)
@@ -71,8 +72,8 @@ def test_wide_layout(summary, tmp_path, capsys):
     assert tables.main(["--summary", summary, "--metrics", "paper_pa_f1", "vus_pr", "--layout", "wide",
                         "--out_dir", str(out)]) == 0
     md = (out / "anomaly_detection_overview.md").read_text()
-    assert "| MSL | CrossAlign | 2 | 0.9200 ± 0.0283 | 0.3200 ± 0.0283 |" in md
-    assert "| MSL | Random | 1 | 0.8800 | 0.1400 |" in md
+    assert "| MSL | CrossAlign | 2 | 0.9200 ± 0.0283 n=2 | 0.3200 ± 0.0283 n=2 |" in md
+    assert "| MSL | Random | 1 | 0.8800 n=1 | 0.1400 n=1 |" in md
 
 
 def test_cli_errors(summary, tmp_path, capsys):
