@@ -50,7 +50,9 @@ def _load_array(path: str, **csv_kw) -> np.ndarray:
     if os.path.getsize(path) == 0:
         raise ValueError(f"file {path!r} is empty; re-download or re-export it")
     if path.endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
+        # memory-mapped: nothing is read until sliced, so a split larger than RAM opens at once
+        # (data_provider/anomaly.py keeps small splits in RAM and large ones on the map)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     else:
         arr = pd.read_csv(path, **csv_kw).to_numpy()
     if arr.size == 0:

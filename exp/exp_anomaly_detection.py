@@ -73,7 +73,7 @@ class ExpAnomalyDetection(ExpBasic):
         return anomaly_loss(self.model, self.to_device(batch), self._autocast())  # batch [B, L, C]
 
     def fit_data(self) -> np.ndarray:
-        return self.data.train  # [N, C], standardised
+        return np.asarray(self.data.train)  # [N, C], standardised (a memory-mapped split is loaded here)
 
     @torch.no_grad()
     def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
@@ -86,7 +86,7 @@ class ExpAnomalyDetection(ExpBasic):
         sums and counts are all-reduced: every rank returns the whole split's scores in time order."""
         self.model.eval()
         if hasattr(self.model, "score_series"):
-            return np.asarray(self.model.score_series(series), dtype=np.float64).reshape(-1)
+            return np.asarray(self.model.score_series(np.asarray(series)), dtype=np.float64).reshape(-1)
         L = self.args.seq_len
         starts, tail_covered = window_starts(len(series), L, step)
         acc = PointScoreAccumulator(len(series), L, starts, tail_covered)
