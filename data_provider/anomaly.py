@@ -27,7 +27,8 @@ from data_provider.specs import get_anomaly_spec
 VAL_FRACTION = 0.2
 MAPPED_MIN_BYTES = 256 * 2 ** 20   # a memory-mapped split at least this large is never copied into RAM
 _CHUNK_ROWS = 1 << 16              # rows per pass of the chunked statistics
-_RELEASE_BYTES = 64 * 2 ** 20      # a MappedSeries drops its mapped pages after reading this much
+_RELEASE_BYTES = 64 * 2 ** 20      # a MappedSeries drops its mapped pages after reading this much,
+_RELEASE_CALLS = 32                # or after this many slices (a page fault may map a whole large folio, ~1 MiB)
 
 
 def _release(arr: np.ndarray) -> None:
@@ -50,7 +51,7 @@ class MappedSeries:
                  rows: tuple[int, int] | None = None):
         self.raw, self.mean, self.std = raw, mean, std
         self.path, self.rows = path, rows if rows is not None else (0, len(raw))
-        self._read = 0
+        self._read = self._calls = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,9 +68,10 @@ class MappedSeries:
             return self[key[0]][(slice(None), *key[1:])]
         rows = np.asarray(self.raw[key], dtype=np.float64)
         self._read += rows.nbytes
-        if self._read >= _RELEASE_BYTES:
+        self._calls += 1
+        if self._read >= _RELEASE_BYTES or self._calls >= _RELEASE_CALLS:
             _release(self.raw)
-            self._read = 0
+            self._read = self._calls = 0
         return ((rows - self.mean) / self.std).astype(np.float32)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -89,6 +91,7 @@ class MappedSeries:
         if self.raw is None:
             a, b = self.rows
             self.raw = _as_2d(np.load(self.path, mmap_mode="r", allow_pickle=False))[a:b]
+            self._read = self._calls = 0
 
 
 def _as_2d(arr: np.ndarray) -> np.ndarray:
