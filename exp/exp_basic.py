@@ -402,7 +402,11 @@ class ExpBasic:
         if not distributed.is_main():
             return folder
         prov = provenance()
-        payload = {"setting": setting, "task_name": self.task_name, "metrics": metrics, "model": self.model_info,
+        # kernels chosen at run time (e.g. a CUDA scan or its PyTorch fallback): what actually ran
+        used = sorted({f"{type(m).__name__}: {m.backend_used}" for m in self.model.modules()
+                       if getattr(m, "backend_used", None)})
+        model_info = {**self.model_info, **({"backends_used": used} if used else {})}
+        payload = {"setting": setting, "task_name": self.task_name, "metrics": metrics, "model": model_info,
                    "training": self.train_record, "checkpoint": getattr(self, "checkpoint_info", None),
                    "test_seconds": time.time() - started, "args": vars(self.args), "provenance": prov}
         save_json(os.path.join(folder, "metrics.json"), payload)
