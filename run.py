@@ -81,11 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop each epoch after this many batches (quick runs)")
     g.add_argument("--use_gpu", type=int, default=1, choices=(0, 1), help="use CUDA when available")
     g.add_argument("--gpu", type=int, default=0)
-    g.add_argument("--bf16", type=int, default=0, choices=(0, 1), help="bf16 autocast for matmuls (CPU and CUDA)")
+    g.add_argument("--bf16", type=int, default=None, choices=(0, 1),
+                   help="bf16 autocast for matmuls (default: 1 on CUDA, 0 on CPU)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     g.add_argument("--checkpoints", default="./checkpoints")
     g.add_argument("--results", default="./results")
     g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
+    g.add_argument("--resume", type=int, default=0, choices=(0, 1),
+                   help="1: continue training from the last completed epoch (checkpoints/<setting>/resume.pt)")
+    g.add_argument("--log_every", type=int, default=50,
+                   help="read the training loss on the host every N steps (no per-step GPU sync)")
+    g.add_argument("--use_multi_gpu", action="store_true",
+                   help="data-parallel on --devices: run under torchrun (without it, prints the torchrun command)")
+    g.add_argument("--devices", default="0,1", help="GPU ids for --use_multi_gpu, comma-separated")
 
     g = p.add_argument_group("model: common")
     g.add_argument("--d_model", type=int, default=128, help="hidden width of baselines (CrossAlign uses the LLM's)")
@@ -139,11 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from utils import distributed
+
+    if args.use_multi_gpu and not distributed.launched_by_torchrun():
+        # one process per GPU is torchrun's job (PyTorch's launcher, which also restarts and spans nodes)
+        command = distributed.torchrun_command(sys.argv[1:] if argv is None else list(argv), args.devices)
+        print(f"error: --use_multi_gpu runs one process per GPU under torchrun; run:\n  {command}", file=sys.stderr)
+        return 2
+
     from exp import get_experiment
 
     exp_cls = get_experiment(args.task_name)
     base_seed = args.seed
     try:
+        import torch
+        distributed.init_from_env(use_cuda=bool(args.use_gpu) and torch.cuda.is_available())
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # one log per run: rank 0's (errors still reach stderr)
         for i in range(args.itr):
             args.seed = base_seed + i
             exp = exp_cls(args)
@@ -160,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    distributed.shutdown()
     return 0
 
 

@@ -148,7 +148,9 @@ def _load_array(path: str, what: str = "file", **csv_kw) -> np.ndarray:
     """Load an .npy or comma-separated text file as a 2-D float array; empty files get a clear error."""
     _check_file(path, what)
     if path.endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
+        # memory-mapped: nothing is read until sliced, so a split larger than RAM opens at once
+        # (data_provider/anomaly.py keeps small splits in RAM and large ones on the map)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     else:
         frame = read_csv_frame(path, what, **csv_kw)
         text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]

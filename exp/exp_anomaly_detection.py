@@ -15,6 +15,7 @@ import torch
 
 from data_provider.anomaly import PointScoreAccumulator, WindowDataset, load_anomaly_data, window_starts
 from exp.exp_basic import ExpBasic, model_output
+from utils import distributed
 from utils.eval.plot import plot_scores
 from utils.eval.render import render_markdown, render_table
 from utils.eval.report import evaluate_scores, predictions, summary_row
@@ -69,29 +70,35 @@ class ExpAnomalyDetection(ExpBasic):
         return f"sl{a.seq_len}_st{a.step}_ar{a.anomaly_ratio:g}"
 
     def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return anomaly_loss(self.model, batch.to(self.device), self._autocast())  # batch [B, L, C]
+        return anomaly_loss(self.model, self.to_device(batch), self._autocast())  # batch [B, L, C]
 
     def fit_data(self) -> np.ndarray:
-        return self.data.train  # [N, C], standardised
+        return np.asarray(self.data.train)  # [N, C], standardised (a memory-mapped split is loaded here)
 
     @torch.no_grad()
     def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
         """One anomaly score per point of `series` [N, C] (windows every `step`, tail covered).
 
         A model with a `score_series(series) -> [N]` hook scores the whole split itself (classical
-        detectors on lag features need each point's history, which a window would cut)."""
+        detectors on lag features need each point's history, which a window would cut).
+
+        Under torchrun each process scores its contiguous share of the windows and the per-point
+        sums and counts are all-reduced: every rank returns the whole split's scores in time order."""
         self.model.eval()
         if hasattr(self.model, "score_series"):
-            return np.asarray(self.model.score_series(series), dtype=np.float64).reshape(-1)
+            return np.asarray(self.model.score_series(np.asarray(series)), dtype=np.float64).reshape(-1)
         L = self.args.seq_len
         starts, tail_covered = window_starts(len(series), L, step)
         acc = PointScoreAccumulator(len(series), L, starts, tail_covered)
         loader = self._loader(WindowDataset(series, L, starts), shuffle=False)
-        first = 0
+        first = loader.sampler.start  # this rank's first window
         for batch in self._progress(loader, "scoring"):
-            err = window_scores(self.model, batch.to(self.device), self._autocast())  # [B, L]
+            err = window_scores(self.model, self.to_device(batch), self._autocast())  # [B, L]
             acc.add(first, err.cpu().numpy())
             first += len(batch)
+        if distributed.world_size() > 1:
+            acc.sum = distributed.all_reduce_sum(acc.sum, self.device)
+            acc.count = distributed.all_reduce_sum(acc.count, self.device)
         return acc.result()
 
     def test(self, setting: str) -> dict:
@@ -103,6 +110,8 @@ class ExpAnomalyDetection(ExpBasic):
         test_scores = self.point_scores(self.data.test, args.test_step)
         train_scores = self.point_scores(self.data.train, args.seq_len)
         val_scores = self.point_scores(self.data.val, args.seq_len)
+        if not distributed.is_main():  # rank 0 evaluates and writes
+            return {}
         labels = self.data.test_labels
         report = evaluate_scores(test_scores, labels, train_scores=train_scores, val_scores=val_scores,
                                  anomaly_ratio=args.anomaly_ratio, pot_risk=args.pot_risk,

@@ -16,6 +16,7 @@ import torch
 
 from data_provider.forecast import ForecastDataset, load_forecast_data
 from exp.exp_basic import ExpBasic
+from utils import distributed
 from utils.io import save_npy
 
 # pred.npy/true.npy are skipped above this size each (ECL/Traffic at long horizons reach gigabytes)
@@ -61,32 +62,41 @@ class ExpLongTermForecast(ExpBasic):
         return out[..., -c_out:], aux
 
     def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = (t.to(self.device) for t in batch)          # [B, seq_len, C_in], [B, label_len+pred_len, C_out]
+        x, y = (self.to_device(t) for t in batch)          # [B, seq_len, C_in], [B, label_len+pred_len, C_out]
         pred, aux = self.predict(x)
         mse = torch.mean((pred - y[:, -self.args.pred_len:]) ** 2)
         return mse + aux, mse
 
     @torch.no_grad()
     def evaluate(self, split: str = "test", keep_arrays: bool = True) -> dict:
-        """MSE/MAE of the model on every window of `split`; returns metrics and (if small enough) the arrays."""
+        """MSE/MAE of the model on every window of `split`; returns metrics and (if small enough) the arrays.
+
+        Under torchrun each process evaluates its contiguous share of the windows; sums (and the arrays,
+        zero outside each share) are all-reduced, so every window counts once, in order."""
         self.model.eval()
         dataset = self.datasets[split]
         P, C = self.args.pred_len, self.args.c_out
         keep = keep_arrays and len(dataset) * P * C * 4 <= MAX_SAVED_ARRAY_BYTES
-        preds = np.empty((len(dataset), P, C), np.float32) if keep else None
-        trues = np.empty_like(preds) if keep else None
-        sq, ab, count, first = 0.0, 0.0, 0, 0
-        for x, y in self._progress(self._loader(dataset, shuffle=False), split):
-            pred, _ = self.predict(x.to(self.device))
-            true = y[:, -P:].to(self.device)
+        preds = np.zeros((len(dataset), P, C), np.float32) if keep else None
+        trues = np.zeros_like(preds) if keep else None
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)   # [squared error, absolute error, count]
+        loader = self._loader(dataset, shuffle=False)
+        first = loader.sampler.start
+        for x, y in self._progress(loader, split):
+            pred, _ = self.predict(self.to_device(x))
+            true = self.to_device(y[:, -P:])
             err = (pred - true).double()
-            sq += float((err ** 2).sum())
-            ab += float(err.abs().sum())
-            count += err.numel()
+            sums[0] += (err ** 2).sum()
+            sums[1] += err.abs().sum()
+            sums[2] += err.numel()
             if keep:
                 preds[first:first + len(x)] = pred.cpu().numpy()
                 trues[first:first + len(x)] = true.cpu().numpy()
             first += len(x)
+        sq, ab, count = distributed.all_reduce_sum(sums, self.device).tolist()
+        if keep and distributed.world_size() > 1:
+            preds = distributed.all_reduce_sum(preds, self.device)
+            trues = distributed.all_reduce_sum(trues, self.device)
         mse, mae = sq / count, ab / count
         return {"mse": mse, "mae": mae, "rmse": float(np.sqrt(mse)), "windows": len(dataset),
                 "preds": preds, "trues": trues}
@@ -97,6 +107,8 @@ class ExpLongTermForecast(ExpBasic):
         if not args.is_training and getattr(self.model, "needs_training", True):
             self.load_checkpoint(setting)
         result = self.evaluate("test")
+        if not distributed.is_main():  # rank 0 writes
+            return {}
         preds, trues = result.pop("preds"), result.pop("trues")
         folder = self.results_folder(setting)
         if preds is not None:

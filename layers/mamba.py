@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 BACKENDS = ("auto", "cuda", "torch")
 
-__all__ = ["selective_scan_ref", "selective_scan_torch", "cuda_ops_available", "Mamba", "MambaStack"]
+__all__ = ["selective_scan_ref", "selective_scan_torch", "cuda_ops_available", "cuda_kernel_limits",
+           "probe_cuda_ops", "Mamba", "MambaStack"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -322,10 +323,76 @@ def cuda_ops_available() -> bool:
     return _load_cuda_ops()["scan"] is not None
 
 
+# the CUDA kernels' limits (mamba_ssm's selective scan: d_state <= 256; causal_conv1d: width 2..4,
+# channels in multiples of 8 for its vectorised loads)
+MAX_CUDA_D_STATE = 256
+CUDA_D_CONV = (2, 4)
+
+
+def cuda_kernel_limits(d_model: int, d_conv: int, d_state: int) -> str | None:
+    """Why mamba_ssm's CUDA kernels cannot run this block (None when they can), naming the flag and the fix."""
+    problems = []
+    if d_model % 8:
+        problems.append(f"the width (--d_ssm) {d_model} is not divisible by 8")
+    if not CUDA_D_CONV[0] <= d_conv <= CUDA_D_CONV[1]:
+        problems.append(f"--d_conv {d_conv} is outside {CUDA_D_CONV[0]}..{CUDA_D_CONV[1]}")
+    if d_state > MAX_CUDA_D_STATE:
+        problems.append(f"--d_state {d_state} exceeds {MAX_CUDA_D_STATE}")
+    if not problems:
+        return None
+    return ("mamba_ssm's CUDA kernels need a width divisible by 8, --d_conv 2..4 and --d_state <= 256, but "
+            + "; ".join(problems))
+
+
+_PROBED: dict[str, str | None] = {}  # device -> None (the kernels work there) or why they do not
+
+
+def probe_cuda_ops(device: torch.device) -> str | None:
+    """Run mamba_ssm's scan once on `device` (forward and backward) against ours; None if it agrees, else why not.
+
+    A wheel built for another GPU architecture or CUDA version imports fine and fails on first use
+    ("no kernel image is available"), so importing is not enough to trust it."""
+    key = str(device)
+    if key not in _PROBED:
+        ops = _load_cuda_ops()
+        if ops["scan"] is None:
+            _PROBED[key] = ops["error"] or "mamba_ssm is not installed"
+            return _PROBED[key]
+        try:
+            g = torch.Generator(device="cpu").manual_seed(0)
+            b, d, n, length = 2, 16, 8, 33
+            u, delta, z = (torch.randn(b, d, length, generator=g) for _ in range(3))
+            A = -torch.rand(d, n, generator=g) - 0.5
+            B, C = (torch.randn(b, n, length, generator=g) for _ in range(2))
+            D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
+            args = [t.to(device).requires_grad_() for t in (u, delta, A, B, C, D)]
+            kw = {"z": z.to(device), "delta_bias": bias.to(device), "delta_softplus": True}
+            ours = selective_scan_torch(*[t.detach() for t in args], **kw)
+            theirs = ops["scan"](*args, **kw)
+            theirs.sum().backward()
+            torch.cuda.synchronize(device)
+            err = float((theirs.detach() - ours).abs().max())
+            grads_ok = all(t.grad is not None and bool(torch.isfinite(t.grad).all()) for t in args)
+            _PROBED[key] = None if err < 1e-3 and grads_ok else \
+                f"its scan disagrees with ours (max difference {err:.2e}, finite gradients: {grads_ok})"
+        except Exception as err:  # noqa: BLE001 - any failure means: do not use it
+            _PROBED[key] = f"{type(err).__name__}: {err}"
+    return _PROBED[key]
+
+
 def _cuda_missing_message() -> str:
     return ("backend='cuda' needs the mamba_ssm CUDA kernels, which could not be imported "
             f"({_load_cuda_ops()['error']}); on a CUDA machine run `pip install -r requirements-cuda.txt`, "
             "or use backend='torch' (pure PyTorch, any device) or 'auto'")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message)
 
 
 # --------------------------------------------------------------------------- modules
@@ -364,8 +431,12 @@ class Mamba(nn.Module):
             raise ValueError(f"Mamba: backend must be one of {BACKENDS}, got {backend!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"Mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        self._limits = cuda_kernel_limits(d_model, d_conv, d_state)
+        if backend == "cuda" and self._limits:
+            raise ValueError(f"{self._limits}; change those flags or use --ssm_backend auto/torch")
         if backend == "cuda" and not cuda_ops_available():
             raise RuntimeError(_cuda_missing_message())
+        self.backend_used: str | None = None  # "mamba_ssm" or "torch", set on the first forward
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -404,13 +475,25 @@ class Mamba(nn.Module):
                 raise RuntimeError("Mamba(backend='cuda') got an input on "
                                    f"{x.device}; move the model and data to CUDA or use backend='auto'")
             return True
-        return x.is_cuda and cuda_ops_available()
+        if not (x.is_cuda and cuda_ops_available()):
+            return False
+        if self._limits:
+            _warn_once(f"Mamba: {self._limits}; using the PyTorch scan instead (--ssm_backend torch hides this)")
+            return False
+        why = probe_cuda_ops(x.device)
+        if why:
+            _warn_once(f"Mamba: mamba_ssm's CUDA kernels failed their first-call check on {x.device} ({why}); "
+                       f"using the PyTorch scan instead (reinstall them for this GPU: pip install -r "
+                       f"requirements-cuda.txt --no-build-isolation)")
+            return False
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects [batch, length, d_model={self.d_model}], got {tuple(x.shape)}")
         length = x.shape[1]
         use_cuda = self._use_cuda(x)
+        self.backend_used = "mamba_ssm" if use_cuda else "torch"
         ops = _load_cuda_ops() if use_cuda else None
         xz = self.in_proj(x).transpose(1, 2)  # [B, 2E, L]
         xs, z = xz.chunk(2, dim=1)  # [B, E, L] each
