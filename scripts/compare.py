@@ -174,7 +174,8 @@ def parse_forecast_data(spec: str, root: str | None) -> list[tuple[str, str, lis
 
 def horizons_of(data: str, pred_lens: list[int]) -> list[int]:
     """The horizons run for `data`: `pred_lens`, mapped through `HORIZON_MAP` (ILI's convention)."""
-    mapping = next((m for name, m in HORIZON_MAP.items() if name.lower() == data.lower()), {})
+    from data_provider.specs import get_forecast_spec
+    mapping = HORIZON_MAP.get(get_forecast_spec(data).name, {})
     return [mapping.get(p, p) for p in pred_lens]
 
 
