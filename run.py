@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Sequence
 
+from models import model_defaults
 from models.crossalign_config import PRESETS, preset_defaults
 from models.crossalign_config import add_flags as add_crossalign_flags
 
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top_k", type=int, default=None, help="TimesNet: periods kept from the FFT")
     g.add_argument("--num_kernels", type=int, default=None, help="TimesNet: Inception kernels")
     g.add_argument("--patch_size", default=None, help="DCdetector: patch sizes, comma-separated (e.g. 3,5)")
+    g.add_argument("--moving_avg", type=int, default=None, help="DLinear: moving-average kernel of the trend")
+    g.add_argument("--patch_len", type=int, default=None, help="PatchTST, GPT4TS (forecasting): patch length")
+    g.add_argument("--stride", type=int, default=None, help="PatchTST, GPT4TS (forecasting): patch stride")
     g = p.add_argument_group("model: presets")
     g.add_argument("--preset", default=None, choices=tuple(PRESETS),
                    help="published: the paper's published code's settings (12 GPT-2 blocks, 3 memory rounds with a "
@@ -128,11 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the flags; a `--preset` replaces the defaults first, so explicit flags win over it."""
+    """Parse the flags; the model's row of `models.MODEL_DEFAULTS`, then a `--preset`, replace the defaults
+    first, so explicit flags win over both."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.preset:
-        parser.set_defaults(**preset_defaults(args.preset, args.data))
+    defaults = {**model_defaults(args.model, args.task_name),
+                **(preset_defaults(args.preset, args.data) if args.preset else {})}
+    if defaults:
+        parser.set_defaults(**defaults)
         args = parser.parse_args(argv)
     return args
 

@@ -15,7 +15,7 @@ from data_provider.specs import ANOMALY_SPECS, get_anomaly_spec, get_forecast_sp
 
 _ANOMALY_ONLY = ("anomaly_ratio", "test_step", "entity", "train_file", "test_file", "label_column", "label_file")
 _CUSTOM_ONLY = ("train_file", "test_file", "label_column", "label_file")
-_POSITIVE = ("batch_size", "train_epochs", "seq_len", "step", "patience", "itr")
+_POSITIVE = ("batch_size", "train_epochs", "seq_len", "step", "patience", "itr", "moving_avg", "patch_len", "stride")
 
 
 def apply_defaults(args: Namespace) -> Namespace:

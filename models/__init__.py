@@ -35,7 +35,9 @@ Optional hooks, through which a model changes what the shared loop does
   whole training. Its result is not in the checkpoint: a test-only run
   (`--is_training 0`) calls `fit` again (seeded, so the same model).
 
-Registering a model = one line in `MODELS` below.
+Registering a model = one line in `MODELS` below. Its default hyperparameters, when they differ from
+run.py's, are one row of `MODEL_DEFAULTS` (per task): run.py applies the row before parsing (as it does a
+`--preset`), so `--model X` alone gives them and any flag given on the command line wins.
 """
 from __future__ import annotations
 
@@ -53,7 +55,42 @@ MODELS: dict[str, str] = {
     "USAD": "models.USAD",
     "TimesNet": "models.TimesNet",
     "GPT4TS": "models.GPT4TS",
+    # forecasting rivals (README, Long-term forecasting > Rivals)
+    "DLinear": "models.DLinear",
+    "PatchTST": "models.PatchTST",
+    "iTransformer": "models.iTransformer",
 }
+
+# The Time-Series-Library's settings at lookback 96 (github.com/thuml/Time-Series-Library,
+# scripts/long_term_forecast/ETT_script/<Model>_ETTh1.sh at horizon 96, over its run.py defaults: Adam at
+# learning rate 1e-4, dropout 0.1, batch 32, 10 epochs, patience 3, halving schedule: run.py's own
+# defaults here). GPT4TS is not in those scripts: its row is the paper's (Zhou et al., NeurIPS 2023:
+# patches of 16 with stride 8, 6 GPT-2 blocks). The TSLib scripts retune a few per dataset and horizon
+# (PatchTST's n_heads 2/8/16, iTransformer's width 128-512); one row per model is kept here, and those
+# flags still override it.
+MODEL_DEFAULTS: dict[str, dict[str, dict]] = {
+    "DLinear": {"long_term_forecast": {"moving_avg": 25}},
+    "PatchTST": {"long_term_forecast": {"d_model": 512, "d_ff": 2048, "e_layers": 1, "n_heads": 2,
+                                        "patch_len": 16, "stride": 8}},
+    "iTransformer": {"long_term_forecast": {"d_model": 128, "d_ff": 128, "e_layers": 2, "n_heads": 8}},
+    "GPT4TS": {"long_term_forecast": {"patch_len": 16, "stride": 8, "llm_layers": 6}},
+}
+
+
+def model_defaults(name: str, task: str) -> dict:
+    """The `MODEL_DEFAULTS` row of model `name` for `task` (empty when the model takes run.py's defaults)."""
+    return dict(MODEL_DEFAULTS.get(name, {}).get(task, {}))
+
+
+def model_option(args, model: str, name: str):
+    """Flag `name` of `args`, or the model's `MODEL_DEFAULTS` value when the flag is unset (None), as in
+    a namespace built without run.parse_args; a clear error when neither gives one."""
+    value = getattr(args, name, None)
+    if value is None:
+        value = model_defaults(model, getattr(args, "task_name", "long_term_forecast")).get(name)
+    if value is None:
+        raise ValueError(f"--model {model} needs --{name}")
+    return value
 
 
 def get_model_class(name: str) -> type:

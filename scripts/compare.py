@@ -1,8 +1,18 @@
-"""Compare detectors on the same data, split, preprocessing and metrics: `python -m scripts.compare`.
+"""Compare detectors or forecasters on the same data, split, preprocessing and metrics: `python -m scripts.compare`.
 
     python -m scripts.compare --models CrossAlign,AnomalyTransformer,GPT4TS,PyOD:IForest,LinearAE \
         --data Synthetic,MSL,SMAP,SMD:machine-1-2 --seeds 0,1,2 [--budget quick|paper] [--jobs N] \
         [--root ../shared/data] [--out results/compare] [--extra "--threads 1"]
+    python -m scripts.compare --task long_term_forecast --models DLinear,PatchTST,iTransformer,GPT4TS,CrossAlign \
+        --data ETTh1,ETTh2,Exchange,ILI --pred_len 96,192,336,720 --seeds 0 --root ../shared/data
+
+Forecasting (`--task long_term_forecast`): every (model, dataset, horizon, seed) is one run, `RepeatLast`
+is always added as the naive baseline, and ILI takes the Time-Series-Library's horizons in place of the
+long ones (96, 192, 336, 720 -> 24, 36, 48, 60, at its lookback 36; other horizons as given). A dataset
+folder is `<root>/<folder>` holding the dataset's file, the folder being the TSLib name (ETT-small), the
+dataset's name or any folder of `<root>` that holds the file (../shared/data/ETT). The table is the paper's
+layout (`scripts/forecast_table.py`): `<out>/tables/forecast.md` and `forecast.csv`, with the paper's
+reported CrossAlign averages as a separate reference table.
 
 Every (model, dataset, seed) is one `run.py` process (train on the training split, early stopping on the
 validation split, test) with the same settings; `Random` is always added as the chance level. A run
@@ -44,6 +54,10 @@ from utils.io import atomic_write, save_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "Random"
+FORECAST_BASELINE = "RepeatLast"
+FORECAST = "long_term_forecast"
+# ILI's horizons in the Time-Series-Library and the paper's convention, by position of the long ones
+HORIZON_MAP: dict[str, dict[int, int]] = {"ILI": {96: 24, 192: 36, 336: 48, 720: 60}}
 
 PAPER_COLUMNS = (("paper_pa_f1", "PA-F1"), ("paper_range_auc_roc", "R-AUC-ROC (of PA predictions)"),
                  ("paper_range_auc_pr", "R-AUC-PR (of PA predictions)"))
@@ -65,6 +79,18 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
               "LinearAE": ["--learning_rate", "1e-3"]},
     "paper": {"all": []},
 }
+# forecasting: the same flags for every learned model (one epoch of at most 100 steps, lr 1e-3: ten times
+# TSLib's 1e-4 because one short epoch replaces its ten), offline backbones with 2 blocks for the LLM models
+# (as the anomaly budget), and PatchTST at its own paper's width for the small ETT sets (d 16, d_ff 128,
+# 4 heads) instead of TSLib's 512/2048: at 512 one step costs about 3 s on one loaded CPU thread
+FORECAST_BUDGETS: dict[str, dict[str, list[str]]] = {
+    "quick": {"all": ["--train_epochs", "1", "--max_train_steps", "100", "--threads", "1",
+                      "--learning_rate", "1e-3"],
+              "CrossAlign": ["--llm", "minilm", "--llm_layers", "2"],
+              "GPT4TS": ["--llm", "minilm", "--llm_layers", "2"],
+              "PatchTST": ["--d_model", "16", "--d_ff", "128", "--n_heads", "4"]},
+    "paper": {"all": []},
+}
 
 
 @dataclass(frozen=True)
@@ -75,14 +101,16 @@ class Run:
     entity: str
     seed: int
     flags: tuple[str, ...]
+    pred_len: int | None = None  # forecasting horizon; None for anomaly detection
 
     @property
     def key(self) -> str:
-        return "_".join(p for p in (self.model, self.data, self.entity, f"seed{self.seed}") if p)
+        horizon = f"pl{self.pred_len}" if self.pred_len is not None else ""
+        return "_".join(p for p in (self.model, self.data, self.entity, horizon, f"seed{self.seed}") if p)
 
 
-def parse_models(spec: str) -> list[tuple[str, list[str]]]:
-    """`CrossAlign,PyOD:IForest` -> [(label, run.py flags)], Random appended when missing."""
+def parse_models(spec: str, baseline: str = BASELINE) -> list[tuple[str, list[str]]]:
+    """`CrossAlign,PyOD:IForest` -> [(label, run.py flags)], the baseline (Random) appended when missing."""
     out = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         name, _, detector = item.partition(":")
@@ -95,8 +123,8 @@ def parse_models(spec: str) -> list[tuple[str, list[str]]]:
             out.append((name, ["--model", name]))
     if not out:
         raise ValueError("--models is empty; e.g. --models CrossAlign,PyOD:IForest")
-    if BASELINE not in [label for label, _ in out]:
-        out.append((BASELINE, ["--model", BASELINE]))
+    if baseline not in [label for label, _ in out]:
+        out.append((baseline, ["--model", baseline]))
     return out
 
 
@@ -116,6 +144,55 @@ def parse_data(spec: str, root: str | None) -> list[tuple[str, str, list[str]]]:
     if not out:
         raise ValueError("--data is empty; e.g. --data Synthetic,MSL")
     return out
+
+
+def forecast_folder(root: str, data: str) -> str:
+    """The folder of `root` holding forecasting dataset `data`'s file (see the module docstring)."""
+    from data_provider.specs import get_forecast_spec
+    spec = get_forecast_spec(data)
+    if spec.file is None:
+        raise ValueError(f"dataset {data!r}: compare needs a named dataset (custom has no file to find)")
+    names = [n for n in (spec.folder, spec.name, *spec.aliases) if n]
+    others = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) if os.path.isdir(root) else []
+    for name in names + others:
+        if os.path.isfile(os.path.join(root, name, spec.file)):
+            return os.path.join(root, name)
+    raise ValueError(f"dataset {data!r}: {spec.file} not found in {root}/<folder> (check --root; e.g. "
+                     f"{os.path.join(root, names[0], spec.file)})")
+
+
+def parse_forecast_data(spec: str, root: str | None) -> list[tuple[str, str, list[str]]]:
+    """`ETTh1,ILI` -> [(data, "", run.py flags)] for forecasting."""
+    out = []
+    for data in [s.strip() for s in spec.split(",") if s.strip()]:
+        folder = forecast_folder(root, data) if root else None
+        out.append((data, "", ["--data", data] + (["--root_path", folder] if folder else [])))
+    if not out:
+        raise ValueError("--data is empty; e.g. --data ETTh1,ETTh2")
+    return out
+
+
+def horizons_of(data: str, pred_lens: list[int]) -> list[int]:
+    """The horizons run for `data`: `pred_lens`, mapped through `HORIZON_MAP` (ILI's convention)."""
+    from data_provider.specs import get_forecast_spec
+    mapping = HORIZON_MAP.get(get_forecast_spec(data).name, {})
+    return [mapping.get(p, p) for p in pred_lens]
+
+
+def plan_forecast(models: list, datasets: list, seeds: list[int], budget: str, extra: list[str],
+                  pred_lens: list[int]) -> list[Run]:
+    runs = []
+    for data, _, data_flags in datasets:
+        for pred_len in horizons_of(data, pred_lens):
+            for label, model_flags in models:
+                name = model_flags[1]
+                budget_flags = FORECAST_BUDGETS[budget]["all"] + FORECAST_BUDGETS[budget].get(name, [])
+                for seed in seeds:
+                    flags = ["--task_name", FORECAST, "--is_training", "1", *model_flags, *data_flags,
+                             "--pred_len", str(pred_len), "--seed", str(seed), "--model_id", label,
+                             "--des", f"compare-{budget}", "--no_progress", *budget_flags, *extra]
+                    runs.append(Run(label, data, "", seed, tuple(flags), pred_len))
+    return runs
 
 
 def plan(models: list, datasets: list, seeds: list[int], budget: str, extra: list[str]) -> list[Run]:
@@ -256,12 +333,36 @@ def plot(st: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
+def forecast_tables(df: pd.DataFrame, runs: list[Run], args, seeds: list[int], tables: str) -> None:
+    """Write and print the paper's forecasting layout (`scripts/forecast_table.py`) for the finished runs."""
+    from scripts import forecast_table
+
+    methods = list(dict.fromkeys(r.model for r in runs if r.model != FORECAST_BASELINE)) + [FORECAST_BASELINE]
+    budget = FORECAST_BUDGETS[args.budget]
+    caption = (f"Measured: {len(seeds)} seed(s) {','.join(map(str, seeds))}, mean over seeds; budget `{args.budget}`: "
+               f"{' '.join(budget['all']) or 'each model at its defaults'}"
+               + "".join(f"; {m} `{' '.join(f)}`" for m, f in budget.items() if m != "all")
+               + (f"; extra flags `{args.extra}`" if args.extra else "")
+               + ". Other hyperparameters: each model's defaults (`models.MODEL_DEFAULTS`, the Time-Series-Library's "
+               "at lookback 96; ILI lookback 36). Lowest MSE and MAE of each row in bold; RepeatLast is the naive "
+               "baseline; Avg = mean over the horizons of the dataset, shown when every horizon ran.")
+    seconds = forecast_table.epoch_seconds(args.out, {r.key: (r.model, r.data, r.pred_len) for r in runs})
+    md, long = forecast_table.markdown(df, methods, caption, seconds)
+    save_text(os.path.join(tables, "forecast.md"), md)
+    atomic_write(os.path.join(tables, "forecast.csv"), lambda tmp: long.to_csv(tmp, index=False))
+    print(md)
+    print(f"tables written to {tables}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scripts.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="anomaly_detection", choices=("anomaly_detection", FORECAST))
     p.add_argument("--models", required=True, help="comma-separated: CrossAlign,AnomalyTransformer,PyOD:IForest,...")
     p.add_argument("--data", required=True, help="comma-separated: Synthetic,MSL,SMD:machine-1-2,...")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--pred_len", default=None,
+                   help="forecasting horizons, comma-separated (default 96,192,336,720; ILI: 24,36,48,60)")
     p.add_argument("--budget", default="quick", choices=tuple(BUDGETS))
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one per visible GPU when several)")
     p.add_argument("--root", default=os.path.join(REPO, "dataset"), help="folder with one folder per dataset")
@@ -281,8 +382,17 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--seeds is empty")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-        runs = plan(parse_models(args.models), parse_data(args.data, args.root), seeds, args.budget,
-                    args.extra.split())
+        if args.task == FORECAST:
+            pred_lens = [int(p) for p in (args.pred_len or "96,192,336,720").split(",") if p.strip()]
+            if not pred_lens or min(pred_lens) < 1:
+                raise ValueError(f"--pred_len must list horizons >= 1, got {args.pred_len!r}")
+            runs = plan_forecast(parse_models(args.models, FORECAST_BASELINE), parse_forecast_data(args.data, args.root),
+                                 seeds, args.budget, args.extra.split(), pred_lens)
+        else:
+            if args.pred_len is not None:
+                raise ValueError("--pred_len only applies to --task long_term_forecast")
+            runs = plan(parse_models(args.models), parse_data(args.data, args.root), seeds, args.budget,
+                        args.extra.split())
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -316,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished runs; nothing to tabulate", file=sys.stderr)
         return 1
     tables = os.path.join(args.out, "tables")
+    if args.task == FORECAST:
+        forecast_tables(df, runs, args, seeds, tables)
+        return 1 if failures else 0
     st = stats(df, PAPER_COLUMNS + HONEST_COLUMNS)
     caption = (f"{len(seeds)} seed(s) {','.join(map(str, seeds))}; budget `{args.budget}`: "
                f"{' '.join(BUDGETS[args.budget]['all']) or 'each model at its defaults'}"
