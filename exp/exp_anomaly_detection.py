@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,6 +47,39 @@ def window_scores(model: torch.nn.Module, x: torch.Tensor, autocast) -> torch.Te
     return torch.mean((x_hat - x) ** 2, dim=-1)
 
 
+def score_windows(model: torch.nn.Module, series: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int,
+                  autocast: Callable[[], object], device: torch.device) -> Iterator[tuple[int, np.ndarray]]:
+    """`(first, scores [b, seq_len])` for the windows of `series` `[N, C]` at `starts`, `batch_size` at a time.
+
+    Inference mode (autograd records nothing) under `autocast()` (the run's bf16 setting); the windows
+    are gathered by one index op. On an accelerator's out-of-memory error the batch is halved and
+    retried, so the automatic size only needs to be an upper bound.
+    """
+    model.eval()
+    values = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))  # [N, C]
+    offsets = torch.arange(seq_len)
+    first = 0
+    while first < len(starts):
+        size = min(batch_size, len(starts) - first)
+        rows = torch.from_numpy(np.asarray(starts[first:first + size], dtype=np.int64))[:, None] + offsets  # [b, L]
+        try:
+            with torch.inference_mode():
+                err = window_scores(model, values[rows].to(device), autocast())  # [b, L]
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            batch_size = size // 2
+            torch.cuda.empty_cache()
+            continue
+        yield first, err.float().cpu().numpy()
+        first += size
+
+
+# automatic scoring batch (windows) per device type. CPU: throughput is flat beyond ~128 windows
+# (README, Speed > Scoring), so a larger batch would only cost memory; CUDA starts large and halves on OOM.
+AUTO_SCORE_BATCH = {"cpu": 256, "cuda": 2048}
+
+
 class ExpAnomalyDetection(ExpBasic):
     task_name = "anomaly_detection"
 
@@ -74,25 +108,50 @@ class ExpAnomalyDetection(ExpBasic):
     def fit_data(self) -> np.ndarray:
         return self.data.train  # [N, C], standardised
 
-    @torch.no_grad()
-    def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
+    def score_batch_size(self) -> int:
+        """Windows per scoring batch: `--score_batch_size`, or automatic (0): `AUTO_SCORE_BATCH` of the device
+        (`score_windows` halves it when an accelerator runs out of memory)."""
+        return int(self.args.score_batch_size) or AUTO_SCORE_BATCH.get(self.device.type, AUTO_SCORE_BATCH["cpu"])
+
+    def _windows(self, series: np.ndarray, starts: np.ndarray, split: str):
+        bar = self._progress(None, f"scoring {split}", total=len(starts))
+        for first, err in score_windows(self.model, series, starts, self.args.seq_len, self.score_batch_size(),
+                                        self._autocast, self.device):
+            yield first, err
+            bar.update(len(err))
+        bar.close()
+
+    def point_scores(self, series: np.ndarray, step: int, split: str = "test") -> np.ndarray:
         """One anomaly score per point of `series` [N, C] (windows every `step`, tail covered).
 
         A model with a `score_series(series) -> [N]` hook scores the whole split itself (classical
         detectors on lag features need each point's history, which a window would cut)."""
         self.model.eval()
         if hasattr(self.model, "score_series"):
-            return np.asarray(self.model.score_series(series), dtype=np.float64).reshape(-1)
+            with torch.no_grad():
+                return np.asarray(self.model.score_series(series), dtype=np.float64).reshape(-1)
         L = self.args.seq_len
         starts, tail_covered = window_starts(len(series), L, step)
         acc = PointScoreAccumulator(len(series), L, starts, tail_covered)
-        loader = self._loader(WindowDataset(series, L, starts), shuffle=False)
-        first = 0
-        for batch in self._progress(loader, "scoring"):
-            err = window_scores(self.model, batch.to(self.device), self._autocast())  # [B, L]
-            acc.add(first, err.cpu().numpy())
-            first += len(batch)
+        for first, err in self._windows(series, starts, split):
+            acc.add(first, err)
         return acc.result()
+
+    def calibration_scores(self, series: np.ndarray, split: str) -> np.ndarray:
+        """Scores of a training-side split for the thresholds: every point, or with `--threshold_sample N`
+        the points of ceil(N / L) non-overlapping windows drawn without replacement (seeded by `--seed`),
+        in time order. The thresholds only need the scores' distribution; the test split is always scored
+        in full. A model with a `score_series` hook always scores the whole split (its scores need each
+        point's history)."""
+        n, L = self.args.threshold_sample, self.args.seq_len
+        if not n or n >= len(series) or hasattr(self.model, "score_series"):
+            return self.point_scores(series, L, split)
+        starts = np.arange(0, len(series) - L + 1, L, dtype=np.int64)  # non-overlapping windows
+        k = min(len(starts), -(-n // L))
+        rng = np.random.default_rng(self.args.seed)
+        chosen = np.sort(rng.choice(starts, size=k, replace=False))
+        return np.concatenate([err.reshape(-1) for _, err in self._windows(series, chosen, f"{split} (sample)")]
+                              ).astype(np.float64)
 
     def test(self, setting: str) -> dict:
         args = self.args
@@ -100,9 +159,9 @@ class ExpAnomalyDetection(ExpBasic):
         if not args.is_training:
             self.load_checkpoint(setting)
         self.ensure_fitted()
-        test_scores = self.point_scores(self.data.test, args.test_step)
-        train_scores = self.point_scores(self.data.train, args.seq_len)
-        val_scores = self.point_scores(self.data.val, args.seq_len)
+        test_scores = self.point_scores(self.data.test, args.test_step, "test")  # always in full
+        train_scores = self.calibration_scores(self.data.train, "train")
+        val_scores = self.calibration_scores(self.data.val, "val")
         labels = self.data.test_labels
         report = evaluate_scores(test_scores, labels, train_scores=train_scores, val_scores=val_scores,
                                  anomaly_ratio=args.anomaly_ratio, pot_risk=args.pot_risk,

@@ -194,7 +194,7 @@ class ExpBasic:
                     raise FloatingPointError(f"{err} at epoch {epoch + 1} step {step}; lower --learning_rate or "
                                              f"check the data for extreme values") from None
                 losses.append(loss.item())
-                if step % 20 == 0:
+                if step % 20 == 0 or step == steps_per_epoch - 1:  # the epoch's last loss always shows
                     bar.set_postfix(loss=f"{loss.item():.4f}")
             train_seconds = time.time() - t0
             val_loss = self.validation_loss(self.val_loader)
