@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="type1: halve every epoch (TSLib); cosine: cosine decay over the epochs")
     g.add_argument("--patience", type=int, default=3, help="early-stopping patience on the validation loss")
     g.add_argument("--max_train_steps", type=int, default=None,
-                   help="stop each epoch after this many batches (quick runs)")
+                   help="stop each epoch after this many batches (quick runs); anomaly detection also validates "
+                        "on at most this many batches of windows, evenly spread over the validation split")
     g.add_argument("--use_gpu", type=int, default=1, choices=(0, 1), help="use CUDA when available")
     g.add_argument("--gpu", type=int, default=0)
     g.add_argument("--bf16", type=int, default=0, choices=(0, 1), help="bf16 autocast for matmuls (CPU and CUDA)")

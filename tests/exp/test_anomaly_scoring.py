@@ -89,3 +89,14 @@ def test_training_bar_shows_the_last_loss_of_every_epoch(exp, monkeypatch):
     record = exp.train("setting")
     assert len(shown) == 2  # step 0 and the epoch's last step (5 < 20)
     assert record["epochs"][0]["steps"] == 5
+
+
+def test_a_smoke_budget_bounds_validation_too(tmp_path, one_thread):
+    from data_provider.defaults import apply_defaults
+    flags = [*TINY, "--no_progress", "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "c")]
+    full = ExpAnomalyDetection(apply_defaults(run.parse_args(flags)))
+    smoke = ExpAnomalyDetection(apply_defaults(run.parse_args([*flags, "--max_train_steps", "2"])))
+    assert len(full.val_loader.dataset) > 2 * 16
+    starts = smoke.val_loader.dataset.starts
+    assert len(smoke.val_loader) == 2 and len(starts) == 2 * 16
+    assert starts[0] == 0 and starts[-1] == full.val_loader.dataset.starts[-1]  # spread over the whole split
