@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="type1: halve every epoch (TSLib); cosine: cosine decay over the epochs")
     g.add_argument("--patience", type=int, default=3, help="early-stopping patience on the validation loss")
     g.add_argument("--max_train_steps", type=int, default=None,
-                   help="stop each epoch after this many batches (quick runs)")
+                   help="stop each epoch after this many batches (quick runs); anomaly detection also validates "
+                        "on at most this many batches of windows, evenly spread over the validation split")
     g.add_argument("--use_gpu", type=int, default=1, choices=(0, 1), help="use CUDA when available")
     g.add_argument("--gpu", type=int, default=0)
     g.add_argument("--bf16", type=int, default=None, choices=(0, 1),
@@ -128,7 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vus_window", type=int, default=None,
                    help="range-AUC/VUS sliding window (default 100, TSB-AD's default; the same for every method)")
     g.add_argument("--no_plot", action="store_true", help="skip scores.png")
+    g.add_argument("--score_batch_size", type=_non_negative_int, default=0,
+                   help="windows per scoring batch; 0: automatic (256 on CPU; on CUDA 2048, halved on out-of-memory)")
+    g.add_argument("--threshold_sample", type=_non_negative_int, default=0,
+                   help="score only about N points (whole windows, seeded by --seed) of the training and the "
+                        "validation split for the thresholds; 0: all. The test split is always scored in full")
     return p
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: automatic / all), got {value}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,6 +48,44 @@ def window_scores(model: torch.nn.Module, x: torch.Tensor, autocast) -> torch.Te
     return torch.mean((x_hat - x) ** 2, dim=-1)
 
 
+def score_windows(model: torch.nn.Module, series: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int,
+                  autocast: Callable[[], object], device: torch.device) -> Iterator[tuple[int, np.ndarray]]:
+    """`(first, scores [b, seq_len])` for the windows of `series` `[N, C]` at `starts`, `batch_size` at a time.
+
+    Inference mode (autograd records nothing) under `autocast()` (the run's bf16 setting); the windows
+    are gathered by one index op. On an accelerator's out-of-memory error the batch is halved and
+    retried, so the automatic size only needs to be an upper bound.
+    """
+    model.eval()
+    in_memory = isinstance(series, np.ndarray)  # else a MappedSeries: read window by window, never in full
+    values = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32)) if in_memory else None  # [N, C]
+    offsets = torch.arange(seq_len)
+    first = 0
+    while first < len(starts):
+        size = min(batch_size, len(starts) - first)
+        batch_starts = np.asarray(starts[first:first + size], dtype=np.int64)
+        if in_memory:
+            windows = values[torch.from_numpy(batch_starts)[:, None] + offsets]  # [b, L, C]
+        else:
+            windows = torch.from_numpy(np.stack([series[s:s + seq_len] for s in batch_starts]))
+        try:
+            with torch.inference_mode():
+                err = window_scores(model, windows.to(device), autocast())  # [b, L]
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            batch_size = size // 2
+            torch.cuda.empty_cache()
+            continue
+        yield first, err.float().cpu().numpy()
+        first += size
+
+
+# automatic scoring batch (windows) per device type. CPU: throughput is flat beyond ~128 windows
+# (README, Speed > Scoring), so a larger batch would only cost memory; CUDA starts large and halves on OOM.
+AUTO_SCORE_BATCH = {"cpu": 256, "cuda": 2048}
+
+
 class ExpAnomalyDetection(ExpBasic):
     task_name = "anomaly_detection"
 
@@ -57,6 +96,12 @@ class ExpAnomalyDetection(ExpBasic):
         L = args.seq_len
         train_starts, _ = window_starts(len(self.data.train), L, args.step)
         val_starts, _ = window_starts(len(self.data.val), L, args.step)
+        if args.max_train_steps and len(val_starts) > args.max_train_steps * args.batch_size:
+            # a smoke budget bounds validation too (every stride-1 window of SMAP's validation tail is 842
+            # batches per epoch): as many batches as training steps, windows evenly spread over the split,
+            # the same ones every epoch so that early stopping compares like with like
+            keep = np.linspace(0, len(val_starts) - 1, args.max_train_steps * args.batch_size).round().astype(np.int64)
+            val_starts = val_starts[np.unique(keep)]
         self.train_loader = self._loader(WindowDataset(self.data.train, L, train_starts), shuffle=True)
         self.val_loader = self._loader(WindowDataset(self.data.val, L, val_starts), shuffle=False)
         info = self.data.info
@@ -75,8 +120,23 @@ class ExpAnomalyDetection(ExpBasic):
     def fit_data(self) -> np.ndarray:
         return np.asarray(self.data.train)  # [N, C], standardised (a memory-mapped split is loaded here)
 
-    @torch.no_grad()
-    def point_scores(self, series: np.ndarray, step: int) -> np.ndarray:
+    def score_batch_size(self) -> int:
+        """Windows per scoring batch: `--score_batch_size`, or automatic (0): `AUTO_SCORE_BATCH` of the device
+        (`score_windows` halves it when an accelerator runs out of memory)."""
+        return int(self.args.score_batch_size) or AUTO_SCORE_BATCH.get(self.device.type, AUTO_SCORE_BATCH["cpu"])
+
+    def _windows(self, series: np.ndarray, starts: np.ndarray, split: str):
+        """`(index of the first window, scores [b, L])` over `starts`; under torchrun only this process's
+        contiguous shard of them (`point_scores` all-reduces the per-point sums)."""
+        lo, hi = distributed.shard_bounds(len(starts), distributed.world_size(), distributed.rank())
+        bar = self._progress(None, f"scoring {split}", total=hi - lo)
+        for first, err in score_windows(self.model, series, starts[lo:hi], self.args.seq_len,
+                                        self.score_batch_size(), self._autocast, self.device):
+            yield lo + first, err
+            bar.update(len(err))
+        bar.close()
+
+    def point_scores(self, series: np.ndarray, step: int, split: str = "test") -> np.ndarray:
         """One anomaly score per point of `series` [N, C] (windows every `step`, tail covered).
 
         A model with a `score_series(series) -> [N]` hook scores the whole split itself (classical
@@ -86,20 +146,36 @@ class ExpAnomalyDetection(ExpBasic):
         sums and counts are all-reduced: every rank returns the whole split's scores in time order."""
         self.model.eval()
         if hasattr(self.model, "score_series"):
-            return np.asarray(self.model.score_series(np.asarray(series)), dtype=np.float64).reshape(-1)
+            with torch.no_grad():
+                return np.asarray(self.model.score_series(np.asarray(series)), dtype=np.float64).reshape(-1)
         L = self.args.seq_len
         starts, tail_covered = window_starts(len(series), L, step)
         acc = PointScoreAccumulator(len(series), L, starts, tail_covered)
-        loader = self._loader(WindowDataset(series, L, starts), shuffle=False)
-        first = loader.sampler.start  # this rank's first window
-        for batch in self._progress(loader, "scoring"):
-            err = window_scores(self.model, self.to_device(batch), self._autocast())  # [B, L]
-            acc.add(first, err.cpu().numpy())
-            first += len(batch)
+        for first, err in self._windows(series, starts, split):
+            acc.add(first, err)
         if distributed.world_size() > 1:
             acc.sum = distributed.all_reduce_sum(acc.sum, self.device)
             acc.count = distributed.all_reduce_sum(acc.count, self.device)
         return acc.result()
+
+    def calibration_scores(self, series: np.ndarray, split: str) -> np.ndarray:
+        """Scores of a training-side split for the thresholds: every point, or with `--threshold_sample N`
+        the points of ceil(N / L) non-overlapping windows drawn without replacement (seeded by `--seed`),
+        in time order. The thresholds only need the scores' distribution; the test split is always scored
+        in full. A model with a `score_series` hook always scores the whole split (its scores need each
+        point's history)."""
+        n, L = self.args.threshold_sample, self.args.seq_len
+        if not n or n >= len(series) or hasattr(self.model, "score_series"):
+            return self.point_scores(series, L, split)
+        starts = np.arange(0, len(series) - L + 1, L, dtype=np.int64)  # non-overlapping windows
+        k = min(len(starts), -(-n // L))
+        rng = np.random.default_rng(self.args.seed)
+        chosen = np.sort(rng.choice(starts, size=k, replace=False))
+        parts = [err.reshape(-1) for _, err in self._windows(series, chosen, f"{split} (sample)")]
+        local = np.concatenate(parts) if parts else np.empty(0, np.float32)
+        if distributed.world_size() > 1:  # the shards are contiguous, so rank order is time order
+            local = np.concatenate(distributed.all_gather_objects(local))
+        return local.astype(np.float64)
 
     def test(self, setting: str) -> dict:
         args = self.args
@@ -107,9 +183,9 @@ class ExpAnomalyDetection(ExpBasic):
         if not args.is_training:
             self.load_checkpoint(setting)
         self.ensure_fitted()
-        test_scores = self.point_scores(self.data.test, args.test_step)
-        train_scores = self.point_scores(self.data.train, args.seq_len)
-        val_scores = self.point_scores(self.data.val, args.seq_len)
+        test_scores = self.point_scores(self.data.test, args.test_step, "test")  # always in full
+        train_scores = self.calibration_scores(self.data.train, "train")
+        val_scores = self.calibration_scores(self.data.val, "val")
         if not distributed.is_main():  # rank 0 evaluates and writes
             return {}
         labels = self.data.test_labels

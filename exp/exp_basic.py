@@ -343,6 +343,7 @@ class ExpBasic:
             t0 = time.time()
             total = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no sync
             n_steps, checked = 0, torch.zeros((), dtype=torch.float64, device=self.device)
+            checked_steps = 0
             bar = self._progress(self.train_loader, f"epoch {epoch + 1}/{args.train_epochs}", steps_per_epoch)
             for step, batch in enumerate(bar):
                 if step >= steps_per_epoch:
@@ -354,13 +355,15 @@ class ExpBasic:
                                              f"check the data for extreme values") from None
                 total += loss.double()
                 n_steps += 1
-                if n_steps % log_every == 0:  # the host reads the loss every log_every steps only
-                    self._check_running_loss(total, checked, epoch, step, log_every)
-                    bar.set_postfix(loss=f"{float(total - checked) / log_every:.4f}")
-                    checked = total.clone()
+                # the host reads the loss only at the first step, every log_every steps and the epoch's last
+                if n_steps == 1 or n_steps % log_every == 0 or step == steps_per_epoch - 1:
+                    span = n_steps - checked_steps
+                    self._check_running_loss(total, checked, epoch, step, span)
+                    bar.set_postfix(loss=f"{float(total - checked) / span:.4f}")
+                    checked, checked_steps = total.clone(), n_steps
             train_loss = float(total) / max(n_steps, 1)
             if not np.isfinite(train_loss):
-                self._check_running_loss(total, checked, epoch, n_steps - 1, n_steps % log_every or log_every)
+                self._check_running_loss(total, checked, epoch, n_steps - 1, n_steps - checked_steps)
             train_seconds = time.time() - t0
             val_loss = self.validation_loss(self.val_loader)
             improved = stopper.step(val_loss)

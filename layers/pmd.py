@@ -82,7 +82,7 @@ def _weights_digest(token_embedding: torch.Tensor) -> str:
 def load_or_build_memory(token_embedding: torch.Tensor, k: int, backbone: str, init: str) -> tuple[torch.Tensor, dict]:
     """The principal memory ``[min(k, d), d]``, from the disk cache or computed (then cached).
 
-    ``k > d`` is capped at ``d`` with a warning. Returns ``(memory, info)``;
+    ``k > d`` is capped at ``d`` with one info line. Returns ``(memory, info)``;
     ``info`` records the effective size, cache path and whether it was a cache hit.
     A corrupt or mismatching cache file is recomputed and overwritten.
     """
@@ -90,8 +90,9 @@ def load_or_build_memory(token_embedding: torch.Tensor, k: int, backbone: str, i
         raise ValueError(f"--pmd_size must be >= 1, got {k}")
     d = token_embedding.shape[1]
     if k > d:
-        warnings.warn(f"--pmd_size {k} exceeds the backbone width d={d}: PCA over d samples has at most "
-                      f"d components, so the principal memory is capped at {d} tokens")
+        # expected, not a mistake: the default K=500 (the published code's) exceeds e.g. MiniLM's d=384
+        print(f"info: principal memory capped at d={d} tokens (--pmd_size {k}; PCA of d-wide embeddings has at "
+              f"most d components)")
         k = d
     digest = _weights_digest(token_embedding)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backbone).strip("_") or "backbone"

@@ -65,10 +65,19 @@ CONFIGS = {
     "gpt2_bf16": ("GPT2Model", True),
 }
 _REFERENCE = "gpt2_fp32"
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+
+# the issue's two configurations; flags given on the command line win
+SETTINGS = {"paper": {"llm": "gpt2", "llm_init": "random", "llm_layers": 6, "channels": 38, "seq_len": 100},
+            "quickstart": {"llm": "minilm", "llm_init": "pretrained", "llm_layers": 2, "channels": 8,
+                           "seq_len": 100}}
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--setting", default=None, choices=tuple(SETTINGS),
+                        help="paper: GPT-2 architecture, 6 blocks, C=38; quickstart: MiniLM, 2 blocks, C=8 "
+                             "(explicit flags win)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=100)
     parser.add_argument("--channels", type=int, default=38)
@@ -83,6 +92,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--infer_steps", type=int, default=5, help="timed inference passes")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--profile_top", type=int, default=10,
+                        help="per-operator breakdown of one more training step per configuration: the top N "
+                             "aten ops by self time (torch.profiler); 0: none")
+    parser.add_argument("--score_points", type=int, default=0,
+                        help="also time scoring (exp's score_windows, inference mode) of a random [N, C] series "
+                             "with windows every seq_len, e.g. 427617 = SMAP's test split; 0: skip")
+    parser.add_argument("--score_batch_size", type=int, default=256, help="windows per scoring batch")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
 
@@ -194,11 +210,52 @@ def gemm_rate(operands: list) -> float:
     return flops / (time.perf_counter() - t0) / 1e9
 
 
+def gemm_forward_rate(operands: list) -> float:
+    """GFLOP/s of the forward GEMMs ``x@W`` alone over ``operands``: what inference runs."""
+    flops = sum(2 * x.shape[0] * x.shape[1] * w.shape[1] for x, w, _ in operands)
+    t0 = time.perf_counter()
+    for x, w, _ in operands:
+        x @ w
+    return flops / (time.perf_counter() - t0) / 1e9
+
+
 def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = None) -> dict[str, float | None]:
     """``floor_ms``: the step's time if every FLOP ran at the GEMM rate and nothing else cost anything;
     ``floor_x``: the reference's measured train ms over that floor, the best ``train x`` this step can reach."""
     floor_ms = flops / (gflops_per_s * 1e9) * 1e3
     return {"floor_ms": floor_ms, "floor_x": ref_train_ms / floor_ms if ref_train_ms and floor_ms else None}
+
+
+def op_breakdown(fn: Callable[[], object], top: int = 10) -> list[dict]:
+    """The ``top`` aten operators of ``fn()`` by self CPU time: ``{"op", "self_ms", "share", "calls"}``.
+
+    ``torch.profiler`` over one call; ``share`` is the op's fraction of all ops' self time (the
+    profiler's own overhead inflates small ops a little, so read shares, not absolute ms).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key.removeprefix("aten::"), "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:top]]
+
+
+def scoring_rate(model, n_points: int, seq_len: int, channels: int, batch_size: int, bf16: bool) -> dict:
+    """Points per second of ``exp.exp_anomaly_detection.score_windows`` (the run's scoring loop) over a
+    random ``[n_points, channels]`` series, windows every ``seq_len`` points (the default test stride)."""
+    import numpy as np
+    import torch
+    from exp.exp_anomaly_detection import score_windows
+    series = np.random.default_rng(0).standard_normal((n_points, channels)).astype(np.float32)
+    starts = np.arange(0, n_points - seq_len + 1, seq_len)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+    t0, scored = time.perf_counter(), 0
+    for _, err in score_windows(model, series, starts, seq_len, batch_size, autocast, torch.device("cpu")):
+        scored += err.size
+    seconds = time.perf_counter() - t0
+    return {"points": scored, "seconds": seconds, "points_s": scored / seconds}
 
 
 def _build(kind: str, args: argparse.Namespace, llm: str):
@@ -305,15 +362,17 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     m = args.batch_size * args.seq_len
     operands = gemm_operands(m)
     gemm: dict[str, list[float]] = {name: [] for name in operands}
+    gemm_fwd: dict[str, list[float]] = {name: [] for name in operands}
     for i in range(args.warmup + args.steps):
         for r in runners:
             dt = r.train_step()
             if i >= args.warmup:
                 train[r.name].append(dt)
         for name, xwg in operands.items():
-            rate = gemm_rate(xwg)
+            rate, fwd = gemm_rate(xwg), gemm_forward_rate(xwg)
             if i >= args.warmup:
                 gemm[name].append(rate)
+                gemm_fwd[name].append(fwd)
     del operands
     for i in range(1 + args.infer_steps):
         for r in runners:
@@ -322,6 +381,11 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                 infer[r.name].append(dt)
     # FLOPs are counted on one more step after every timed one, so that the counter's overhead pollutes no time
     flops = {r.name: count_flops(r.step) for r in runners}  # the Adam step runs no counted (matmul) op
+    infer_flops = {r.name: sum(count_flops(r.infer).values()) for r in runners}
+    ops = {r.name: op_breakdown(r.step, args.profile_top) for r in runners} if args.profile_top else {}
+    scoring = {r.name: scoring_rate(r.model, args.score_points, args.seq_len, args.channels, args.score_batch_size,
+                                    r.bf16)
+               for r in runners if args.score_points and r.kind == "CrossAlign"}
     out = {}
     for r in runners:
         step, inf = statistics.median(train[r.name]), statistics.median(infer[r.name])
@@ -332,9 +396,12 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                        "trainable_params": sum(p.numel() for p in r.params),
                        "total_params": sum(p.numel() for p in r.model.parameters()),
                        "threads": torch.get_num_threads(),
-                       "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name]}
+                       "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name],
+                       "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, []),
+                       "scoring": scoring.get(r.name)}
     return {"runs": out, "gemm": {"m": m, "repeats": args.steps,
                                   "gflops_s": {k: statistics.median(v) for k, v in gemm.items()},
+                                  "forward_gflops_s": {k: statistics.median(v) for k, v in gemm_fwd.items()},
                                   "gflops_s_all": {k: [round(x, 1) for x in v] for k, v in gemm.items()}}}
 
 
@@ -371,8 +438,11 @@ def _add_roofline(results: list[dict], gemm: dict) -> None:
     for r in results:
         rate = gemm["gflops_s"]["bf16" if r["bf16"] else "fp32"]
         floor = gemm_floor(r["train_flops"], rate, ref["train_ms"] if ref else None)
+        fwd_rate = gemm.get("forward_gflops_s", gemm["gflops_s"])["bf16" if r["bf16"] else "fp32"]
         r.update({"train_gflop": r["train_flops"] / 1e9, "gemm_gflops_s": rate,
-                  "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"]})
+                  "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"],
+                  "infer_gflop": r.get("infer_flops", 0) / 1e9, "gemm_forward_gflops_s": fwd_rate,
+                  "infer_floor_ms": gemm_floor(r.get("infer_flops", 0), fwd_rate)["floor_ms"]})
 
 
 def _table(results: list[dict], gemm: dict) -> str:
@@ -413,10 +483,44 @@ def _table(results: list[dict], gemm: dict) -> str:
     if ref:
         lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
                   "  can reach against that reference on this machine"]
+
+    fwd = gemm.get("forward_gflops_s")
+    if fwd:
+        lines += ["", f"inference roofline: forward GEMM rate fp32 {fwd['fp32']:.0f}, bf16 {fwd['bf16']:.0f} GFLOP/s"]
+        head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
+        lines += [head, "-" * len(head)]
+        for r in results:
+            lines.append(f"{_label(r, multi):<{w}}{r['infer_gflop']:>11.1f}{r['infer_floor_ms']:>14.0f}"
+                         f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}")
+    for r in results:
+        if r.get("ops"):
+            lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of one training step by self time "
+                          f"(torch.profiler)"]
+            lines += [f"  {o['op']:<36}{o['self_ms']:>10.0f} ms{o['share']:>7.1%}{o['calls']:>7} calls"
+                      for o in r["ops"]]
+    scored = [r for r in results if r.get("scoring")]
+    if scored:
+        lines += ["", "scoring (exp's score_windows: inference mode, windows every seq_len):"]
+        for r in scored:
+            sc = r["scoring"]
+            lines.append(f"  {_label(r, multi):<{w}}{sc['points']:>9,} points in {sc['seconds']:7.1f} s = "
+                         f"{sc['points_s']:>8,.0f} points/s")
     return "\n".join(lines)
 
 
+_SETTING_DEFAULTS = {"llm": "gpt2", "llm_init": "random", "llm_layers": 6, "channels": 38, "seq_len": 100}
+
+
+def apply_setting(args: argparse.Namespace) -> argparse.Namespace:
+    """``--setting``'s values for every option still at its default (explicit flags win); in place."""
+    for key, value in SETTINGS.get(args.setting or "", {}).items():
+        if getattr(args, key) == _SETTING_DEFAULTS[key]:
+            setattr(args, key, value)
+    return args
+
+
 def main(args: argparse.Namespace) -> int:
+    apply_setting(args)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     llms = [m.strip() for m in args.llm.split(",") if m.strip()]
     unknown = [c for c in names if c not in CONFIGS]
@@ -431,7 +535,9 @@ def main(args: argparse.Namespace) -> int:
     argv = [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
             f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
             f"--model_flags={args.model_flags}", f"--warmup={args.warmup}", f"--steps={args.steps}",
-            f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}"] \
+            f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}",
+            f"--profile_top={args.profile_top}", f"--score_points={args.score_points}",
+            f"--score_batch_size={args.score_batch_size}"] \
         + ([f"--threads={args.threads}"] if args.threads else [])
     print(f"model benchmark: B={args.batch_size} L={args.seq_len} C={args.channels}, {args.llm_layers} LLM layers, "
           f"CrossAlign --llm {args.llm} --llm_init {args.llm_init} {args.model_flags}; threads "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -221,10 +222,13 @@ def test_pca_orientation_matches_sklearn_fit_transform_of_w_te_transposed():
         principal_memory(w_te, 25)
 
 
-def test_memory_is_cached_atomically_and_capped_at_d(tmp_path):
+def test_memory_is_cached_atomically_and_capped_at_d(tmp_path, capsys):
     w_te = torch.randn(500, 16)
-    with pytest.warns(UserWarning, match="capped at 16"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cap is expected (default K=500 > MiniLM's d): an info line, no warning
         mem, info = load_or_build_memory(w_te, 40, "some/model", "pretrained")
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "capped" in ln]
+    assert line.startswith("info: principal memory capped at d=16")
     assert mem.shape == (16, 16) and info["pmd_cache_hit"] is False and info["pmd_size"] == 16
     folder = os.environ["CROSSALIGN_CACHE"]
     assert os.listdir(folder) == [os.path.basename(info["pmd_cache"])]  # no temp file left behind

@@ -94,3 +94,25 @@ def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
     assert ref["gemm_floor_ms"] == pytest.approx(1500.0) and ref["floor_x"] == pytest.approx(2000 / 1500)
     table = bm._table(results, gemm)
     assert "GEMM floor ms" in table and "floor x" in table and "bf16 400 GFLOP/s" in table
+
+
+def test_op_breakdown_ranks_aten_ops_by_self_time():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    ops = bm.op_breakdown(lambda: [(a @ b).relu() for _ in range(3)], top=3)
+    assert ops[0]["op"] == "mm" and ops[0]["calls"] == 3 and len(ops) <= 3
+    assert all(o["self_ms"] >= p["self_ms"] for p, o in zip(ops[1:], ops)) and 0 < ops[0]["share"] <= 1
+
+
+def test_scoring_rate_scores_every_window_of_the_series():
+    model = torch.nn.Linear(3, 3)
+    out = bm.scoring_rate(model, n_points=1_000, seq_len=10, channels=3, batch_size=16, bf16=False)
+    assert out["points"] == 1_000 and out["points_s"] > 0
+
+
+def test_setting_fills_only_options_left_at_their_default():
+    import argparse
+    parser = argparse.ArgumentParser()
+    bm.add_args(parser)
+    args = bm.apply_setting(parser.parse_args(["--setting", "quickstart", "--channels", "5"]))
+    assert (args.llm, args.llm_layers, args.channels) == ("minilm", 2, 5)
+    assert bm.apply_setting(parser.parse_args(["--setting", "paper"])).channels == 38
