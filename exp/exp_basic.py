@@ -40,6 +40,8 @@ from utils.tools import EarlyStopping, learning_rate, set_seed
 NOT_IN_SETTING = frozenset({
     "is_training", "itr", "checkpoints", "results", "no_progress", "no_plot", "use_gpu", "gpu", "threads",
     "num_workers", "ssm_backend", "test_step", "pot_risk", "pot_level", "vus_window", "threshold_sample", "resume",
+    "score_batch_size", "log_every", "use_multi_gpu", "devices",
+    "preset",  # it only sets defaults: the values it set are in the digest
     "enc_in", "c_out",  # derived from the data
 })
 # the run's identity beyond its configuration (a configuration is shared by the seeds of one experiment)
