@@ -1,4 +1,4 @@
-"""Benchmarks that print tables: `python -m scripts.bench {scan,model,metrics,memory} [options]`.
+"""Benchmarks that print tables: `python -m scripts.bench {scan,model,metrics,memory,gpu} [options]`.
 
 They sit above the code they measure (they import run.py, models/, layers/ and utils/), outside the
 library. Each benchmark lives in its own module (`scripts/bench/<name>.py`) exposing
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "scan": ("scripts.bench.scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
     "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
     "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),
+    "gpu": ("scripts.bench.gpu", "CrossAlign train/inference throughput and peak memory at batch 32/128, fp32/bf16"),
     "memory": ("scripts.bench.memory", "peak memory training and scoring a long .npy series on disk"),
 }
 

@@ -102,3 +102,25 @@ def test_use_multi_gpu_outside_torchrun_prints_the_command(capsys, monkeypatch):
     assert "CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone --nproc_per_node 2 run.py --model LinearAE --seq_len 32" in err
     assert torchrun_command(["--devices=2,3", "--use_multi_gpu", "--data", "SMD"], "2,3") == \
         "CUDA_VISIBLE_DEVICES=2,3 torchrun --standalone --nproc_per_node 2 run.py --data SMD"
+
+
+def test_two_processes_evaluate_a_forecast_as_one(tmp_path, one_thread):
+    """Sharded forecast evaluation: the MSE/MAE sums and the pred/true arrays gathered back in window order."""
+    import run
+    from test_forecast import write_layout
+    write_layout(tmp_path / "data" / "d.csv", 700, ["x", "OT"])
+    flags = ("--task_name", "long_term_forecast", "--model", "RepeatLast", "--data", "custom", "--root_path",
+             str(tmp_path / "data"), "--data_path", "d.csv", "--seq_len", "32", "--pred_len", "16", "--threads", "1",
+             "--no_progress", "--use_gpu", "0")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run.main([*flags, *_dirs(one)]) == 0
+    proc = _torchrun("run.py", (*flags, *_dirs(two)), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.load(open(os.path.join(only_setting(str(r / "results")), "metrics.json")))["metrics"]
+            for r in (one, two))
+    assert "(rank 0 of 2)" in proc.stdout and len(pd.read_csv(two / "results" / "summary.csv")) == 1
+    assert b["windows"] == a["windows"] and abs(b["mse"] - a["mse"]) <= 1e-9 * a["mse"]
+    assert abs(b["mae"] - a["mae"]) <= 1e-9 * a["mae"]
+    for name in ("pred.npy", "true.npy"):
+        np.testing.assert_array_equal(*(np.load(os.path.join(only_setting(str(r / "results")), name))
+                                        for r in (two, one)))

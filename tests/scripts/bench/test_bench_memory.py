@@ -23,5 +23,5 @@ def test_small_run_prints_rss_beside_the_file_size(capsys):
     args = parser.parse_args(["--points", "20000", "--channels", "4", "--steps", "3", "--mapped_min_bytes", "0"])
     assert memory.main(args) == 0
     out = capsys.readouterr().out
-    assert "files on disk" in out and "peak RSS (ru_maxrss)" in out and "memory-mapped: True" in out
+    assert "files on disk" in out and "peak RSS (VmHWM)" in out and "memory-mapped: True" in out
     assert "scoring 20,000 test points" in out and "finite: True" in out
