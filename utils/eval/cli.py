@@ -22,6 +22,7 @@ metrics are then null.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -118,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary and not (args.data and model):
         print("error: --summary needs --data and --model (the table's row and column)", file=sys.stderr)
         return 2
+    for flag, example in (("out", "report.json"), ("markdown", "report.md"), ("summary", "summary.csv")):
+        path = getattr(args, flag)
+        if path and os.path.isdir(path):  # checked before evaluating: the report would be lost at the end
+            print(f"error: --{flag} {path} is a folder; give a file name, e.g. --{flag} "
+                  f"{os.path.join(path, example)}", file=sys.stderr)
+            return 2
     try:
         report = run(args)
     except ValueError as err:
