@@ -22,7 +22,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import zipfile
 from typing import Any
 
 import torch
@@ -102,19 +101,22 @@ def read_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
                               f"full); {retrain}")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except OSError as err:
+    except PermissionError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}; check its permissions "
                               f"(e.g. chmod u+r) or {retrain}") from None
     except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err):  # not a torch file at all (legacy pickle of random bytes)
+            raise CheckpointError(f"checkpoint {path} is damaged or not a torch file "
+                                  f"({str(err).splitlines()[0][:80]}); {retrain}") from None
         # weights_only refused an object: never load it (its code would run); do not echo torch's advice
         found = str(err).split("Unsupported global:")[-1].split("was not")[0].strip() if "global" in str(err) \
             else "an object that is not a tensor"
         raise CheckpointError(f"checkpoint {path} is not a CrossAlign checkpoint: it holds {found}, which is "
                               f"never loaded (it could run code). Use a checkpoint written by run.py, or "
                               f"{retrain}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a short file (EINVAL, EOFError), a bad zip, random bytes (KeyError)
         raise CheckpointError(f"checkpoint {path} is damaged or not a torch file (truncated copy? "
-                              f"{str(err).splitlines()[0][:80]}); {retrain}") from None
+                              f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:80]}); {retrain}") from None
     if isinstance(state, dict) and "model" not in state and state and \
             all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} is a plain state_dict (torch.save(model.state_dict())); run.py "
