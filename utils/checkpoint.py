@@ -128,12 +128,15 @@ def read_checkpoint(path: str, device: torch.device | str = "cpu") -> dict:
 
 
 def _flag_diff(saved_args: dict | None, args: dict) -> str:
-    """The model-defining flags whose values differ between the checkpoint's run and this one."""
+    """The channel count and the model-defining flags whose values differ between the checkpoint's run and this."""
     if not saved_args:
         return ""
+    derived = {"enc_in", "c_out", "dec_in"}  # set from the data, not flags
     diff = [f"--{k} {saved_args[k]} (now {args.get(k)})" for k in sorted(saved_args)
-            if k not in _RUN_ONLY and k in args and saved_args[k] != args[k]
+            if k not in _RUN_ONLY | derived and k in args and saved_args[k] != args[k]
             and not (isinstance(args[k], float) and math.isnan(args[k]))]
+    if saved_args.get("enc_in") not in (None, args.get("enc_in")):
+        diff.insert(0, f"{saved_args['enc_in']} channels (now {args.get('enc_in')})")
     return f" It was trained with {', '.join(diff[:6])}." if diff else ""
 
 
