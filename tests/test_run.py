@@ -56,7 +56,8 @@ def test_a_full_disk_is_found_before_training(tmp_path, capsys, monkeypatch):
 
 def test_a_loss_that_becomes_nan_is_exit_2_with_the_fix(tmp_path, capsys):
     rc = run.main(["--model", "USAD", "--synthetic_length", "600", "--train_epochs", "1", "--learning_rate", "1",
-                   "--no_progress", "--no_plot", "--checkpoints", str(tmp_path / "ck"), "--results", str(tmp_path / "res")])
+                   "--no_progress", "--no_plot", "--checkpoints", str(tmp_path / "ck"),
+                   "--results", str(tmp_path / "res")])
     err = capsys.readouterr().err
     assert rc == 2 and "training loss became nan" in err and "lower --learning_rate" in err
     assert "Traceback" not in err
