@@ -55,6 +55,11 @@ class _Parser(argparse.ArgumentParser):
                        f"long_term_forecast datasets: {', '.join(FORECAST_SPECS)}\n\n{EXAMPLES}")
         return super().format_help()
 
+    def error(self, message: str):
+        """argparse's own errors (unknown flag, bad choice) also name a script's variables."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_script_hint(message)}\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -173,7 +178,7 @@ def _script_hint(message: str) -> str:
     if not script:
         return message
     variables = dict(pair.split("=", 1) for pair in os.environ.get("CROSSALIGN_SCRIPT_VARS", "").split() if "=" in pair)
-    flags = list(dict.fromkeys(re.findall(r"--([a-z_]+)", message)))
+    flags = list(dict.fromkeys(re.findall(r"--([a-z_][a-z0-9_]*)", message)))
     named = [f"set --{f} with {variables[f]}=" for f in flags if variables.get(f, "-") != "-"]
     others = [f"--{f}" for f in flags if f not in variables]
     parts = named + ([f"pass {' '.join(others)} in EXTRA='...'"] if others else [])

@@ -100,3 +100,12 @@ def test_smd_script_without_entity_lists_the_machines_and_the_variable(tmp_path)
     assert "per-machine files (machine-1-2)" in done.stderr and "--entity machine-1-2" in done.stderr
     assert "(running scripts/anomaly_detection/SMD.sh: set --entity with ENTITY=; set --root_path with ROOT=)" \
         in done.stderr
+
+
+def test_argparse_errors_under_a_script_name_its_variables(monkeypatch, capsys):
+    monkeypatch.setenv("CROSSALIGN_SCRIPT", "scripts/anomaly_detection/anomaly.sh")
+    monkeypatch.setenv("CROSSALIGN_SCRIPT_VARS", "model=MODEL")
+    with pytest.raises(SystemExit) as done:
+        run.main(["--bf16", "3"])
+    assert done.value.code == 2
+    assert "(running scripts/anomaly_detection/anomaly.sh: pass --bf16 in EXTRA='...')" in capsys.readouterr().err
