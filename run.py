@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -23,20 +24,58 @@ from models.crossalign_config import add_flags as add_crossalign_flags
 TASKS = ("anomaly_detection", "long_term_forecast")
 
 
+EXAMPLES = """examples:
+  python run.py --model CrossAlign --data Synthetic --llm minilm --max_train_steps 50   # a quick CPU check
+  python run.py --data SMD --root_path ./dataset/SMD --entity machine-1-2 --llm minilm
+  python run.py --task_name long_term_forecast --data ETTh1 --root_path ./dataset/ETT-small --pred_len 96"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every flag's default, once: appended unless the help text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is argparse.SUPPRESS or not action.option_strings or "default" in text.lower():
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            default = "off"
+        elif action.default is None:
+            default = "unset"
+        else:
+            default = "%(default)s"
+        return f"{text} (default: {default})".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        # the model and dataset lists import the spec table: only when help is shown
+        from data_provider.specs import ANOMALY_SPECS, FORECAST_SPECS
+        from models import MODELS
+        self.epilog = (f"models: {', '.join(MODELS)}\n"
+                       f"anomaly_detection datasets: {', '.join(ANOMALY_SPECS)}\n"
+                       f"long_term_forecast datasets: {', '.join(FORECAST_SPECS)}\n\n{EXAMPLES}")
+        return super().format_help()
+
+    def error(self, message: str):
+        """argparse's own errors (unknown flag, bad choice) also name a script's variables."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_script_hint(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="CrossAlign: cross alignment of a state space model and LLMs for time series.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("basic")
-    g.add_argument("--task_name", default="anomaly_detection", choices=TASKS)
+    g.add_argument("--task_name", default="anomaly_detection", choices=TASKS, help="the task")
     g.add_argument("--is_training", type=int, default=1, choices=(0, 1),
                    help="1: train then test; 0: test the saved checkpoint of this setting")
     g.add_argument("--model_id", default=None, help="free-form run name (default: <data>)")
     g.add_argument("--model", default="CrossAlign", help="registered model name (see models/__init__.py)")
     g.add_argument("--des", default="exp", help="free-form description appended to the setting")
     g.add_argument("--itr", type=int, default=1, help="repeat the experiment this many times (seed + i)")
-    g.add_argument("--seed", type=int, default=2024)
+    g.add_argument("--seed", type=int, default=2024, help="model seed (initialisation, shuffling, dropout)")
 
     g = p.add_argument_group("data")
     g.add_argument("--data", default="Synthetic", help="dataset name from the spec table, e.g. SMD, MSL, ETTh1, custom")
@@ -54,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stride between test windows (default seq_len: non-overlapping); smaller averages overlaps")
     g.add_argument("--anomaly_ratio", type=float, default=None,
                    help="expected anomaly percentage in (0, 50]; default from the dataset table")
-    g.add_argument("--num_workers", type=int, default=0)
+    g.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     g.add_argument("--synthetic_length", type=int, default=6000, help="Synthetic: points per split")
     g.add_argument("--synthetic_channels", type=int, default=8, help="Synthetic: number of channels")
     g.add_argument("--synthetic_anomaly_rate", type=float, default=0.02,
@@ -74,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=None, help="default from the dataset table")
     g.add_argument("--train_epochs", type=int, default=None, help="default from the dataset table")
-    g.add_argument("--learning_rate", type=float, default=1e-4)
+    g.add_argument("--learning_rate", type=float, default=1e-4, help="Adam learning rate, in (0, 1]")
     g.add_argument("--lradj", default="type1", choices=("type1", "cosine", "constant"),
                    help="type1: halve every epoch (TSLib); cosine: cosine decay over the epochs")
     g.add_argument("--patience", type=int, default=3, help="early-stopping patience on the validation loss")
@@ -82,12 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop each epoch after this many batches (quick runs); anomaly detection also validates "
                         "on at most this many batches of windows, evenly spread over the validation split")
     g.add_argument("--use_gpu", type=int, default=1, choices=(0, 1), help="use CUDA when available")
-    g.add_argument("--gpu", type=int, default=0)
+    g.add_argument("--gpu", type=int, default=0, help="CUDA device index")
     g.add_argument("--bf16", type=int, default=None, choices=(0, 1),
                    help="bf16 autocast for matmuls (default: 1 on CUDA, 0 on CPU)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    g.add_argument("--checkpoints", default="./checkpoints")
-    g.add_argument("--results", default="./results")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the cores not busy with other work, from the load average; "
+                        "OMP_NUM_THREADS when set)")
+    g.add_argument("--checkpoints", default="./checkpoints", help="folder of checkpoints/<setting>/")
+    g.add_argument("--results", default="./results", help="folder of results/<setting>/ and summary.csv")
     g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
     g.add_argument("--resume", type=int, default=0, choices=(0, 1),
                    help="1: continue training from the last completed epoch (checkpoints/<setting>/resume.pt)")
@@ -99,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model: common")
     g.add_argument("--d_model", type=int, default=128, help="hidden width of baselines (CrossAlign uses the LLM's)")
-    g.add_argument("--n_heads", type=int, default=8)
-    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--n_heads", type=int, default=8, help="attention heads")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout probability, in [0, 1)")
 
     add_crossalign_flags(p)
     g = p.add_argument_group("model: baselines and rivals (unset: each model's own default, see README)")
@@ -157,15 +198,53 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _script_hint(message: str) -> str:
+    """Under scripts/*.sh (which export CROSSALIGN_SCRIPT and CROSSALIGN_SCRIPT_VARS="flag=VAR ...", VAR "-"
+    for a flag the script sets itself), name the script's variable for each flag the message names;
+    other flags go through EXTRA."""
+    script = os.environ.get("CROSSALIGN_SCRIPT")
+    if not script:
+        return message
+    variables = dict(pair.split("=", 1) for pair in os.environ.get("CROSSALIGN_SCRIPT_VARS", "").split() if "=" in pair)
+    flags = list(dict.fromkeys(re.findall(r"--([a-z_][a-z0-9_]*)", message)))
+    named = [f"set --{f} with {variables[f]}=" for f in flags if variables.get(f, "-") != "-"]
+    others = [f"--{f}" for f in flags if f not in variables]
+    parts = named + ([f"pass {' '.join(others)} in EXTRA='...'"] if others else [])
+    return f"{message}\n(running {script}: {'; '.join(parts) or 'pass run.py flags in EXTRA=...'})"
+
+
+def _error(err: BaseException) -> int:
+    print(f"error: {_script_hint(str(err))}", file=sys.stderr)
+    return 2
+
+
+def _choose_threads(args: argparse.Namespace) -> None:
+    """--threads unset: the free cores (utils/tools.py), with a note; OMP_NUM_THREADS set: torch's choice."""
+    if args.threads is not None or os.environ.get("OMP_NUM_THREADS"):
+        return
+    from utils.tools import default_threads
+    args.threads, note = default_threads()
+    print(note)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Writable output folders before any data is read or any step is trained."""
+    from utils.checkpoint import check_writable
+    check_writable(args.results, "--results")
+    if args.is_training:
+        check_writable(args.checkpoints, "--checkpoints")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from data_provider.defaults import apply_defaults  # heavy imports after --help
 
     try:
         args = apply_defaults(args)
+        _check_outputs(args)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
+    _choose_threads(args)
 
     from utils import distributed
 
@@ -176,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from exp import get_experiment
+    from utils.checkpoint import check_free_space, state_bytes
 
     exp_cls = get_experiment(args.task_name)
     base_seed = args.seed
@@ -189,17 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             exp = exp_cls(args)
             setting = exp.setting(i)
             if args.is_training:
+                check_free_space(args.checkpoints, state_bytes(exp.model), "--checkpoints")
                 print(f">>> training {setting}")
                 exp.train(setting)
             print(f">>> testing {setting}")
             exp.test(setting)
-    except (FileNotFoundError, ValueError) as err:
-        # bad input (missing files, wrong shapes, offline backbone): the message says what to do;
-        # CROSSALIGN_TRACEBACK=1 shows where it came from
+    except (OSError, ValueError, FloatingPointError) as err:
+        # bad input (missing files, wrong shapes, offline backbone, damaged checkpoint), a full disk, or a
+        # diverged loss: the message says what to do; CROSSALIGN_TRACEBACK=1 shows where it came from
         if os.environ.get("CROSSALIGN_TRACEBACK"):
             raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
     distributed.shutdown()
     return 0
 

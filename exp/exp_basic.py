@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from models import get_model_class
 from utils import distributed
+from utils.checkpoint import CheckpointError, load_into, save_checkpoint
 from utils.io import append_summary, save_json, save_text, save_torch
 from utils.provenance import provenance
 from utils.tools import EarlyStopping, learning_rate, set_seed
@@ -448,19 +449,25 @@ class ExpBasic:
         print(f"--resume: continuing after epoch {done} (best validation loss {stopper.best:.5f})")
         return done, state["record"]
 
+    def _backbone_identity(self) -> dict:
+        """What the frozen weights are (from the model's `describe`), stored beside their digest."""
+        keys = ("name", "backbone", "family", "pretrained", "weights_source", "llm_layers")
+        return {k: self.model_info[k] for k in keys if k in self.model_info}
+
     def _save_checkpoint(self, path: str, epoch: int, val_loss: float) -> None:
-        state = {"model": self.model.state_dict(), "epoch": epoch, "val_loss": val_loss, "args": vars(self.args)}
-        save_torch(path, state)
-        save_json(os.path.join(os.path.dirname(path), "args.json"), vars(self.args))
+        """The small checkpoint (trainable tensors and buffers; frozen weights by digest, utils/checkpoint.py)."""
+        save_checkpoint(path, self.model, self._backbone_identity(), epoch=epoch, val_loss=val_loss,
+                        args=vars(self.args))
+        try:
+            save_json(os.path.join(os.path.dirname(path), "args.json"), vars(self.args))
+        except OSError as err:
+            raise CheckpointError(f"cannot write {os.path.dirname(path)}/args.json: {err.strerror or err}; "
+                                  f"free space or choose another --checkpoints folder") from err
 
     def load_checkpoint(self, setting: str) -> None:
+        """Load this setting's checkpoint (either format); a CheckpointError names the file and the fix."""
         path = self.checkpoint_path(setting)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint at {path}; train first with --is_training 1 and the same "
-                                    f"flags (the setting name is built from them), or point --checkpoints to it")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.checkpoint_info = {"path": path, "epoch": state.get("epoch"), "val_loss": state.get("val_loss")}
+        self.checkpoint_info = load_into(self.model, path, vars(self.args), self._backbone_identity(), self.device)
 
     def results_folder(self, setting: str) -> str:
         """Create `results/<setting>/` marked INCOMPLETE until `write_results` completes it; return it.

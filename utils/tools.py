@@ -1,7 +1,8 @@
-"""Training utilities: seeding, learning-rate schedules, early stopping."""
+"""Training utilities: seeding, the default thread count, learning-rate schedules, early stopping."""
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
@@ -12,6 +13,21 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def default_threads(cores: int | None = None, load: float | None = None) -> tuple[int, str]:
+    """Threads for torch when --threads is unset, and a one-line note saying why.
+
+    The cores this process may use minus the ones other work keeps busy (the 1-minute load average):
+    on a busy machine OpenMP threads wait on each other at every small operation (5-50x slower, README),
+    on an idle one every core helps. `cores`/`load` default to the machine's (sched_getaffinity, getloadavg).
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    threads = 1 if load >= cores else max(1, cores - round(load))
+    return threads, (f"threads: {threads} (of {cores} cores, load average {load:.1f}; --threads N overrides)")
 
 
 def learning_rate(base: float, schedule: str, epoch: int, total_epochs: int) -> float:

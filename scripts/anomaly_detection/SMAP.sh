@@ -1,3 +1,3 @@
 #!/usr/bin/env bash
 # CrossAlign on SMAP: ROOT=./dataset/SMAP bash scripts/anomaly_detection/SMAP.sh [run.py flags]  (see scripts/anomaly_detection/anomaly.sh)
-exec bash "$(dirname "$0")/anomaly.sh" SMAP "$@"
+CROSSALIGN_SCRIPT=scripts/anomaly_detection/SMAP.sh exec bash "$(dirname "$0")/anomaly.sh" SMAP "$@"

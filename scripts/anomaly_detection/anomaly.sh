@@ -10,6 +10,9 @@
 #   EXTRA="<flags>"   more run.py flags, e.g. EXTRA="--llm smollm2 --max_train_steps 100"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# run.py's error messages name these variables beside the flags they set
+export CROSSALIGN_SCRIPT=${CROSSALIGN_SCRIPT:-scripts/anomaly_detection/anomaly.sh}
+export CROSSALIGN_SCRIPT_VARS="task_name=- is_training=- data=- root_path=ROOT model=MODEL train_epochs=EPOCHS entity=ENTITY"
 DATA=${1:?usage: scripts/anomaly_detection/anomaly.sh <DATA> [flags]}
 shift
 args=(--task_name anomaly_detection --is_training 1 --model "${MODEL:-CrossAlign}" --data "$DATA")

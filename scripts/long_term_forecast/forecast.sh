@@ -12,6 +12,9 @@
 #   EXTRA="<flags>"        more run.py flags, e.g. EXTRA="--llm_init random --llm_layers 1 --max_train_steps 20"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# run.py's error messages name these variables beside the flags they set
+export CROSSALIGN_SCRIPT=${CROSSALIGN_SCRIPT:-scripts/long_term_forecast/forecast.sh}
+export CROSSALIGN_SCRIPT_VARS="task_name=- is_training=- data=- features=- label_len=- model_id=- root_path=ROOT model=MODEL train_epochs=EPOCHS pred_len=HORIZONS seq_len=SEQ_LEN"
 DATA=${1:?usage: scripts/long_term_forecast/forecast.sh <DATA> [flags]}
 shift
 args=(--task_name long_term_forecast --is_training 1 --model "${MODEL:-CrossAlign}" --data "$DATA"

@@ -190,6 +190,12 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, example in (("out", "report.json"), ("markdown", "report.md"), ("summary", "summary.csv")):
+        path = getattr(args, flag)
+        if path and os.path.isdir(path):  # checked before evaluating: the report would be lost at the end
+            print(f"error: --{flag} {path} is a folder; give a file name, e.g. --{flag} "
+                  f"{os.path.join(path, example)}", file=sys.stderr)
+            return 2
     try:
         meta = load_run(args) if args.run else None
         model = args.model or ("Random" if args.random else None)

@@ -147,3 +147,16 @@ def test_cli_appends_summary_row_for_tables(tmp_path, capsys):
                          "--data", "Toy"]) == 0
     md, table = tables.anomaly_table(tables.load_summary(summary, "anomaly_detection"), "vus_pr")
     assert table.loc[0, "Random_n"] == 2 and "| Toy |" in md
+
+
+@pytest.mark.parametrize("flag", ["--out", "--markdown", "--summary"])
+def test_cli_output_that_is_a_folder_is_an_error_before_evaluating(tmp_path, capsys, flag):
+    s, y, _, _ = _series(n=500)
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    extra = ["--data", "X", "--model", "M"] if flag == "--summary" else []
+    rc = cli.main(["--scores", _save(tmp_path, "s.npy", s), "--labels", _save(tmp_path, "l.npy", y.astype(float)),
+                   flag, str(folder), *extra])
+    out = capsys.readouterr()
+    assert rc == 2 and f"{flag} {folder} is a folder" in out.err
+    assert out.out == "" and list(folder.iterdir()) == []  # nothing evaluated, nothing written
