@@ -77,7 +77,8 @@ class Model(nn.Module):
     @staticmethod
     def setting_tags(args) -> list[str]:
         opt = lambda name: model_option(args, "PatchTST", name)  # noqa: E731
-        return [f"dm{args.d_model}-df{opt('d_ff')}-el{opt('e_layers')}-nh{args.n_heads}-p{opt('patch_len')}s{opt('stride')}"]
+        return [f"dm{args.d_model}-df{opt('d_ff')}-el{opt('e_layers')}-nh{args.n_heads}-"
+                f"p{opt('patch_len')}s{opt('stride')}"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape

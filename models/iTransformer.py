@@ -34,7 +34,8 @@ class Model(nn.Module):
         if args.task_name != "long_term_forecast":
             raise ValueError("--model iTransformer is a forecaster; use it with --task_name long_term_forecast")
         d, n_heads = int(args.d_model), int(args.n_heads)
-        d_ff, layers = int(model_option(args, "iTransformer", "d_ff")), int(model_option(args, "iTransformer", "e_layers"))
+        d_ff = int(model_option(args, "iTransformer", "d_ff"))
+        layers = int(model_option(args, "iTransformer", "e_layers"))
         if d % n_heads:
             raise ValueError(f"--d_model {d} must be divisible by --n_heads {n_heads}")
         self.embed = nn.Linear(int(args.seq_len), d)  # [B, C, L] -> [B, C, d]

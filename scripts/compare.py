@@ -386,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             pred_lens = [int(p) for p in (args.pred_len or "96,192,336,720").split(",") if p.strip()]
             if not pred_lens or min(pred_lens) < 1:
                 raise ValueError(f"--pred_len must list horizons >= 1, got {args.pred_len!r}")
-            runs = plan_forecast(parse_models(args.models, FORECAST_BASELINE), parse_forecast_data(args.data, args.root),
-                                 seeds, args.budget, args.extra.split(), pred_lens)
+            runs = plan_forecast(parse_models(args.models, FORECAST_BASELINE),
+                                 parse_forecast_data(args.data, args.root), seeds, args.budget, args.extra.split(),
+                                 pred_lens)
         else:
             if args.pred_len is not None:
                 raise ValueError("--pred_len only applies to --task long_term_forecast")

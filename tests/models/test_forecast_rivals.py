@@ -106,7 +106,7 @@ ETTH1_RUN = ("--data", "ETTh1", "--seq_len", "96", "--pred_len", "24", "--train_
 def test_each_learned_model_beats_repeat_last_on_etth1(tmp_path, tiny_gpt2, name):
     root = data_path("ETT")
     base = (*FORECAST, *ETTH1_RUN, "--root_path", root)
-    flags = ("--llm", tiny_gpt2, "--llm_init", "random", "--llm_layers", "2") if name == "GPT4TS" else SMALL[name]
+    flags = ("--llm", tiny_gpt2, "--llm_init", "random", "--llm_layers", "1") if name == "GPT4TS" else SMALL[name]
     common = ("--no_progress", "--no_plot")
     assert run.main([*base, "--model", "RepeatLast", "--results", str(tmp_path / "rl"),
                      "--checkpoints", str(tmp_path / "ck"), *common]) == 0
