@@ -147,6 +147,9 @@ class Model(nn.Module):
                                         bool(cfg.fft), cfg.ssm_backend)
         self.align = CrossAlignment(d, self.pred_len if self.forecast else c_in, n_heads, dropout,
                                     with_frequency=self.use_freq)
+        if self.use_llm and int(_arg(args, "bf16", 0)):
+            # runs only under bf16 autocast: frozen projections stored as autocast would cast them (no per-step cast)
+            self.llm.keep_frozen_matrices_in(torch.bfloat16)
         trainable, total = count_parameters(self)
         self._info.update({"d_model": d, "trainable_params": trainable, "total_params": total,
                            "ssm_backend": cfg.ssm_backend, "config": asdict(cfg)})

@@ -127,6 +127,25 @@ class Backbone(nn.Module):
         finally:
             self.model.train(was_training)
 
+    def keep_frozen_matrices_in(self, dtype: torch.dtype) -> int:
+        """Store the frozen weight matrices of the blocks' projections in `dtype` (in place); returns how many.
+
+        For bf16 autocast: autocast casts a frozen fp32 weight to bf16 at every use (it caches only
+        weights that require gradients), i.e. twice per step here (LoRA student and frozen teacher);
+        stored in bf16 the cast is a no-op and the values are the very same (autocast rounds the same
+        way). Trainable parameters (LoRA, unfrozen norms), norms, biases and embedding tables keep
+        their dtype. The model must then run under autocast of `dtype`.
+        """
+        n = 0
+        for name, module in self.base.named_modules():
+            weight = getattr(module, "weight", None)
+            if "lora_" in name or isinstance(module, nn.Embedding) or not isinstance(weight, nn.Parameter):
+                continue
+            if weight.dim() == 2 and not weight.requires_grad and weight.dtype != dtype:
+                weight.data = weight.data.to(dtype)
+                n += 1
+        return n
+
     def describe(self) -> dict:
         trainable, total = count_parameters(self)
         return {"backbone": self.source.name, "family": self.family.name, "pretrained": self.pretrained,

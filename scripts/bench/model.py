@@ -258,13 +258,14 @@ def scoring_rate(model, n_points: int, seq_len: int, channels: int, batch_size: 
     return {"points": scored, "seconds": seconds, "points_s": scored / seconds}
 
 
-def _build(kind: str, args: argparse.Namespace, llm: str):
+def _build(kind: str, args: argparse.Namespace, llm: str, bf16: bool = False):
     import torch.nn as nn
 
     if kind == "CrossAlign":
         import run
         from models.CrossAlign import Model
-        flags = ["--llm", llm, "--llm_init", args.llm_init, "--llm_layers", str(args.llm_layers)]
+        flags = ["--llm", llm, "--llm_init", args.llm_init, "--llm_layers", str(args.llm_layers),
+                 "--bf16", str(int(bf16))]  # as run.py builds it: --bf16 1 keeps frozen projections in bf16
         margs = run.build_parser().parse_args(flags + args.model_flags.split())
         margs.enc_in, margs.seq_len = args.channels, args.seq_len
         return Model(margs)
@@ -336,7 +337,8 @@ def _runs(names: list[str], llms: list[str]) -> list[tuple[str, str | None]]:
 
 
 def _setup(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> list[_Runner]:
-    """Runners; configurations of the same model share one instance (precision is a runtime choice)."""
+    """Runners; the plain GPT2Model's configurations share one instance (precision is a runtime choice there),
+    CrossAlign has one per precision (``--bf16 1`` builds it with its frozen projections in bf16)."""
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -345,10 +347,11 @@ def _setup(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> list
     models: dict[tuple, object] = {}
     runners = []
     for name, llm in runs:
-        key = (CONFIGS[name.split("@")[0]][0], llm)
+        kind, bf16 = CONFIGS[name.split("@")[0]]
+        key = (kind, llm, bf16 and kind == "CrossAlign")  # CrossAlign's bf16 build stores frozen weights in bf16
         if key not in models:
             torch.manual_seed(0)
-            models[key] = _build(key[0], args, llm)
+            models[key] = _build(kind, args, llm, key[2])
         runners.append(_Runner(name, llm, models[key], x))
     return runners
 

