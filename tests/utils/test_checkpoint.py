@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -85,10 +86,16 @@ def test_an_unreadable_checkpoint_names_the_file(trained, monkeypatch, capsys):
 
 def test_a_checkpoint_of_other_channels_says_so(trained, capsys):
     folder, path, _ = trained
-    # the channel count is not part of the setting name: the same folder, another data shape
-    assert _main(folder, "--is_training", "0", "--synthetic_channels", "3") == 2
+    # the data flags are in the setting's digest, so only a checkpoint copied by hand into another
+    # setting's folder meets another data shape: copy it where the 3-channel run looks
+    other = folder / "other"
+    assert _main(other, "--is_training", "0", "--synthetic_channels", "3") == 2
+    missing = capsys.readouterr().err.split("no checkpoint at ")[1].split(";")[0]
+    os.makedirs(os.path.dirname(missing))
+    shutil.copy(path, missing)
+    assert _main(other, "--is_training", "0", "--synthetic_channels", "3") == 2
     err = capsys.readouterr().err
-    assert "does not fit this model" in err and path in err
+    assert "does not fit this model" in err and missing in err
     assert "4 channels (now 3), --synthetic_channels 4 (now 3)" in err
 
 
