@@ -70,7 +70,11 @@ def init_from_env(use_cuda: bool) -> torch.device | None:
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank that tore its gloo connections down while another still
+    wrote its results was seen to abort ("terminate called without an active exception", SIGABRT), and
+    torchrun then killed the writer."""
     if is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
