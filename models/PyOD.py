@@ -63,6 +63,7 @@ DETECTORS: dict[str, tuple[str, str]] = {
 DEFAULT_MAX_TRAIN = 10_000
 CONSTANT_STD = 1e-6     # a feature column with a smaller std over the fitted rows is dropped
 SCORE_CHUNK = 8192      # rows per decision_function call
+RANK_RTOL = 1e-6        # PCA keeps the components whose singular value exceeds this x the largest
 
 
 def default_window(seq_len: int, channels: int) -> int:
@@ -101,6 +102,13 @@ def lag_features(series: np.ndarray, window: int, rows: np.ndarray | None = None
     rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
     idx = rows[:, None] + np.arange(window)[None, :]                                # [R, w] into padded
     return padded[idx].reshape(len(rows), window * x.shape[1])
+
+
+def numerical_rank(features: np.ndarray, rtol: float = RANK_RTOL) -> int:
+    """Rank of the standardised `features` [N, F]: singular values above `rtol` x the largest (>= 1)."""
+    z = (features - features.mean(axis=0)) / features.std(axis=0)
+    sv = np.linalg.svd(z, compute_uv=False)
+    return max(1, int((sv > rtol * sv[0]).sum()))
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
@@ -178,7 +186,13 @@ class Model(nn.Module):
         if len(keep) == 0:
             raise ValueError("PyOD: every channel is constant in the training split; nothing to fit")
         self.keep, self.fit_rows = keep, len(rows)
-        self.detector = self.detector_cls(**self.params)
+        params = dict(self.params)
+        if self.detector_name == "PCA" and "n_components" not in params:
+            # pyod's PCA divides by each component's explained variance: collinear lag features (SMAP's
+            # one-hot command channels) give zero-variance components and every score inf, so keep the
+            # components of the numerical rank only
+            params["n_components"] = numerical_rank(features[:, keep])
+        self.detector = self.detector_cls(**params)
         self.detector.fit(features[:, keep])
 
     def score_series(self, series: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -174,3 +175,22 @@ def test_run_py_unknown_detector_exits_2(run_cli, capsys):
                       "--synthetic_channels", "2", "--seq_len", "16")
     assert code == 2
     assert "unknown --detector 'Nope'" in capsys.readouterr().err
+
+
+def test_pca_on_collinear_channels_still_ranks_an_outlier(one_thread):
+    # SMAP-like: a one-hot pair of command channels (c2 = 1 - c1) is collinear, so pyod's PCA met a
+    # zero-variance component, divided by it and scored every point inf (then 0 everywhere)
+    rng = np.random.default_rng(0)
+    train = series(600, channels=3)
+    flag = (rng.random(600) < 0.3).astype(np.float32)
+    train = np.column_stack([train, flag, 1 - flag]).astype(np.float32)
+    test = train[:300].copy()
+    test[150, 0] = 8.0  # one spike in the telemetry channel
+    model = Model(make_args("--detector", "PCA", "--pyod_window", "1", channels=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no division by a zero variance
+        model.fit(train)
+        scores = model.score_series(test)
+    assert model.detector.n_components == 4  # rank of 5 columns with one exact collinearity
+    assert np.isfinite(scores).all() and scores.std() > 0
+    assert int(np.argmax(scores)) == 150
