@@ -12,11 +12,11 @@ nothing downloaded) on windows `[B, 100, 38]` of random data. On CUDA the TF32/c
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from contextlib import nullcontext
 
 import torch
+
+from scripts.bench.scan import median_ms
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -30,24 +30,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_flags", default="", help="extra run.py flags for CrossAlign")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(fn, device: torch.device, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def build_model(args: argparse.Namespace, device: torch.device):
@@ -94,8 +76,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            t_train = _median_seconds(train, device, args.warmup, args.steps)
-            t_infer = _median_seconds(infer, device, args.warmup, args.steps)
+            t_train = median_ms(train, device, args.warmup, args.steps) / 1e3
+            t_infer = median_ms(infer, device, args.warmup, args.steps) / 1e3
             peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
             used = sorted({m.backend_used for m in model.modules() if getattr(m, "backend_used", None)})
             rows.append({"precision": precision, "batch": batch, "train_ms": 1e3 * t_train,

@@ -110,7 +110,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
     """Median milliseconds of `fn` over `repeats` runs after `warmup` runs."""
     for _ in range(warmup):
         fn()
@@ -140,8 +140,8 @@ def _bench_one(fn: ScanFn, x: dict[str, torch.Tensor], args: argparse.Namespace,
             y = fn(leaves)
         y.backward(gy.to(y.dtype))
 
-    fwd = _time(forward, device, args.warmup, args.repeats)
-    fwd_bwd = _time(forward_backward, device, args.warmup, args.repeats)
+    fwd = median_ms(forward, device, args.warmup, args.repeats)
+    fwd_bwd = median_ms(forward_backward, device, args.warmup, args.repeats)
     return fwd, fwd_bwd, forward().float()
 
 
