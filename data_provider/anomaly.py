@@ -174,12 +174,7 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
 
     n_val = int(len(train_all) * VAL_FRACTION)
     train, val = train_all[:len(train_all) - n_val], train_all[len(train_all) - n_val:]
-    L = args.seq_len
-    for split, arr in (("train (first 80 % of the training file)", train),
-                       ("validation (last 20 % of the training file)", val), ("test", test)):
-        if len(arr) < L:
-            raise ValueError(f"{name}: window --seq_len {L} is longer than the {split} split ({len(arr)} points); "
-                             f"use a smaller --seq_len")
+    _check_window(name, args.seq_len, len(train), len(val), len(test))
     scaler = StandardScaler().fit(train, name, columns)
     constant = int((train.std(axis=0) <= 1e-8).sum())
     info = {"dataset": spec.name, "entity": args.entity, "channels": int(train.shape[1]),
@@ -190,7 +185,10 @@ def load_anomaly_data(args: Namespace) -> AnomalyData:
                        scaler.transform(test, "test"), labels, info)
 
 
-def _check_window(name: str, L: int, splits) -> None:
+def _check_window(name: str, L: int, n_train: int, n_val: int, n_test: int) -> None:
+    """Every split holds at least one window of `L` points, or a ValueError names the split."""
+    splits = (("train (first 80 % of the training file)", n_train),
+              ("validation (last 20 % of the training file)", n_val), ("test", n_test))
     for split, n in splits:
         if n < L:
             raise ValueError(f"{name}: window --seq_len {L} is longer than the {split} split ({n} points); "
@@ -203,8 +201,7 @@ def _load_mapped(train_all: np.ndarray, test: np.ndarray, labels: np.ndarray, na
     None (load in RAM instead) when a split holds NaN/Inf, whose forward fill needs a copy."""
     n_val = int(len(train_all) * VAL_FRACTION)
     train, val = train_all[:len(train_all) - n_val], train_all[len(train_all) - n_val:]
-    _check_window(name, args.seq_len, (("train (first 80 % of the training file)", len(train)),
-                                       ("validation (last 20 % of the training file)", len(val)), ("test", len(test))))
+    _check_window(name, args.seq_len, len(train), len(val), len(test))
     mean, std, bad = _chunked_stats(train)
     bad += _chunked_stats(val)[2] + _chunked_stats(test)[2]
     if bad:
