@@ -97,12 +97,9 @@ class ExpAnomalyDetection(ExpBasic):
         L = args.seq_len
         train_starts, _ = window_starts(len(self.data.train), L, args.step)
         val_starts, _ = window_starts(len(self.data.val), L, args.step)
-        if args.max_train_steps and len(val_starts) > args.max_train_steps * args.batch_size:
-            # a smoke budget bounds validation too (every stride-1 window of SMAP's validation tail is 842
-            # batches per epoch): as many batches as training steps, windows evenly spread over the split,
-            # the same ones every epoch so that early stopping compares like with like
-            keep = np.linspace(0, len(val_starts) - 1, args.max_train_steps * args.batch_size).round().astype(np.int64)
-            val_starts = val_starts[np.unique(keep)]
+        keep = self.smoke_validation(len(val_starts))
+        if keep is not None:
+            val_starts = val_starts[keep]
         self.train_loader = self._loader(WindowDataset(self.data.train, L, train_starts), shuffle=True)
         self.val_loader = self._loader(WindowDataset(self.data.val, L, val_starts), shuffle=False)
         info = self.data.info

@@ -271,6 +271,17 @@ class ExpBasic:
         return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=False,
                           pin_memory=self.device.type == "cuda", persistent_workers=shuffle and workers > 0)
 
+    def smoke_validation(self, n_windows: int) -> np.ndarray | None:
+        """Indices of the validation windows kept under `--max_train_steps` (None: keep all).
+
+        A smoke budget bounds validation too (every stride-1 window of SMAP's validation tail is 842
+        batches per epoch): as many batches as training steps, windows evenly spread over the split,
+        the same ones every epoch so that early stopping compares like with like."""
+        a = self.args
+        if not a.max_train_steps or n_windows <= a.max_train_steps * a.batch_size:
+            return None
+        return np.unique(np.linspace(0, n_windows - 1, a.max_train_steps * a.batch_size).round().astype(np.int64))
+
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
         """Host -> device copy; asynchronous from the loader's pinned memory on CUDA."""
         return t.to(self.device, non_blocking=self.device.type == "cuda")

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from data_provider.forecast import ForecastDataset, load_forecast_data
 from exp.exp_basic import ExpBasic
@@ -36,11 +37,13 @@ class ExpLongTermForecast(ExpBasic):
                          "val": ForecastDataset(self.data, "val", *sizes),
                          "test": ForecastDataset(self.data, "test", *sizes)}
         self.train_loader = self._loader(self.datasets["train"], shuffle=True)
-        self.val_loader = self._loader(self.datasets["val"], shuffle=False)
+        keep = self.smoke_validation(len(self.datasets["val"]))
+        val = self.datasets["val"] if keep is None else Subset(self.datasets["val"], keep.tolist())
+        self.val_loader = self._loader(val, shuffle=False)
         info = self.data.info
         print(f"data {info['dataset']} ({info['file']}): C_in={args.enc_in} C_out={args.c_out} "
               f"features {args.features}, windows train {len(self.datasets['train'])} "
-              f"val {len(self.datasets['val'])} test {len(self.datasets['test'])} "
+              f"val {len(val)}{'' if keep is None else ' (--max_train_steps)'} test {len(self.datasets['test'])} "
               f"(seq_len {args.seq_len}, pred_len {args.pred_len})")
 
     def _setting_data_part(self) -> str:

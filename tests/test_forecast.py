@@ -246,6 +246,22 @@ def test_repeat_last_repeats_the_last_value_and_refuses_anomaly_detection():
         Model(Namespace(task_name="anomaly_detection", pred_len=3))
 
 
+def test_a_smoke_budget_bounds_forecast_validation_too(tmp_path):
+    from exp.exp_long_term_forecasting import ExpLongTermForecast
+    write_layout(tmp_path / "data" / "d.csv", 2000, ["x", "OT"])
+    flags = ("--data", "custom", "--root_path", str(tmp_path / "data"), "--data_path", "d.csv", "--seq_len", "32",
+             "--pred_len", "16", "--batch_size", "8", "--threads", "1", "--no_progress",
+             "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "c"))
+    full = ExpLongTermForecast(make_args(*flags))
+    smoke = ExpLongTermForecast(make_args(*flags, "--max_train_steps", "3"))
+    n_val = len(full.datasets["val"])
+    assert len(full.val_loader.dataset) == n_val > 3 * 8
+    kept = smoke.val_loader.dataset.indices
+    assert len(smoke.val_loader) == 3 and len(kept) == 3 * 8
+    assert kept[0] == 0 and kept[-1] == n_val - 1  # spread over the whole split, the same every epoch
+    assert len(smoke.datasets["test"]) == len(full.datasets["test"])  # the test split is never bounded
+
+
 # ---- end to end ----------------------------------------------------------------------------------
 
 def test_repeat_last_end_to_end_matches_a_direct_computation(run_cli, tmp_path):
