@@ -9,7 +9,6 @@ import time
 import pytest
 
 from utils import tools
-
 from utils.tools import busy_cores, default_threads
 
 
