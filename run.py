@@ -245,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         return _error(err)
     _choose_threads(args)
+    from utils.allocator import keep_large_blocks
+    keep_large_blocks()  # large tensors reuse heap memory instead of paying page faults (utils/allocator.py)
 
     from utils import distributed
 

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "_missing", False):
         parser.error(f"benchmark {args.name!r} is not available ({args._module} missing)")
+    from utils.allocator import keep_large_blocks
+    keep_large_blocks()  # as run.py does, so the benchmarks time what training runs do
     return importlib.import_module(args._module).main(args) or 0
 
 

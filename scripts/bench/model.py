@@ -545,6 +545,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"model benchmark: B={args.batch_size} L={args.seq_len} C={args.channels}, {args.llm_layers} LLM layers, "
           f"CrossAlign --llm {args.llm} --llm_init {args.llm_init} {args.model_flags}; threads "
           f"{args.threads or 'torch default'}; {args.warmup} warm-up + {args.steps} timed steps, interleaved")
+    from utils.allocator import OPT_OUT, keep_large_blocks
+    print(f"  allocator: {'glibc large blocks kept in the heap' if keep_large_blocks() else 'default'} "
+          f"(utils/allocator.py; {OPT_OUT}=1 for the default)")
     print(f"  before: {_load()}", flush=True)
     timing = _run_worker("timing", argv)
     print(f"  timed:  {_load()}", flush=True)

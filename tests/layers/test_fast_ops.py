@@ -84,16 +84,18 @@ def _qkv(dtype, b=2, h=3, t=9, s=13, e=8, seed=0):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-@pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "additive"])
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "additive", "causal+additive", "shared_kv"])
 def test_attention_matches_sdpa_with_gradients(dtype, tol, mask_kind):
     q, k, v = _qkv(dtype)
     mask = None
+    if mask_kind == "shared_kv":  # keys/values broadcast over the batch, as MultiHeadAttention's memory retrieval
+        k, v = (x.detach()[:1].requires_grad_() for x in (k, v))
     if mask_kind == "bool":
         mask = torch.rand(9, 13) > 0.3
         mask[:, 0] = True  # no fully masked row
-    elif mask_kind == "additive":
+    elif mask_kind.endswith("additive"):
         mask = torch.randn(2, 1, 9, 13, dtype=dtype)
-    causal = mask_kind == "causal"
+    causal = mask_kind.startswith("causal")
     # dropout 0 in bf16 takes our unfused path (with gradients); fp32 goes through SDPA itself
     ours = attention(q, k, v, mask, is_causal=causal, scale=0.3)
     g = torch.randn_like(ours)
@@ -113,8 +115,8 @@ def test_attention_with_dropout_is_softmax_dropped_times_v():
     torch.manual_seed(11)  # the only random draw is the mask of the attention weights
     scores = (q @ k.transpose(-2, -1)) / 8 ** 0.5
     scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
-    dropped, scale = fast_ops._drop_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device)
-    expected = torch.softmax(scores, -1).masked_fill(dropped, 0) * scale @ v
+    keep, scale = fast_ops._keep_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device)
+    expected = torch.softmax(scores, -1) * keep * scale @ v
     assert torch.allclose(out, expected, atol=1e-6)
 
 
