@@ -132,6 +132,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     if q.device.type != "cpu" or not grad or (dropout_p == 0.0 and q.dtype == torch.float32):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+    return _unfused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
+
+def _unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                       dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool) -> torch.Tensor:
+    """:func:`attention`'s CPU training path: batched GEMMs, the mask as the first one's addend, our dropout."""
     if enable_gqa and k.shape[-3] != q.shape[-3]:  # grouped key/value heads: each serves H / Hk query heads
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
         v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
