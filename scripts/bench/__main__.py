@@ -14,6 +14,7 @@ import sys
 BENCHMARKS = {
     "scan": ("scripts.bench.scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
     "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
+    "ab": ("scripts.bench.ab", "this checkout's model benchmark against another checkout's, taking turns"),
     "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),
     "gpu": ("scripts.bench.gpu", "CrossAlign train/inference throughput and peak memory at batch 32/128, fp32/bf16"),
     "memory": ("scripts.bench.memory", "peak memory training and scoring a long .npy series on disk"),

@@ -33,8 +33,11 @@ forward + backward (``count_flops``: ``FlopCounterMode`` plus our formulas
 for CPU's fused attention, which it does not count, and for grouped
 convolutions' backward, which it miscounts), counted on an extra, untimed step
 after the timed ones; this machine's GEMM rate in fp32 and bf16
-(``gemm_rate``: a GPT-2 block's four weight GEMMs at ``M = B*L``, forward,
-grad-input and grad-weight), one pass per precision after each round of
+(``gemm_rate``: the four weight GEMMs of one of the configuration's own
+blocks, ``d x d_ff`` of its backbone (GPT-2: 768 x 3072, MiniLM: 384 x 1536),
+at ``M = B*L``, forward, grad-input and grad-weight: narrower GEMMs run
+slower, so a wide block's rate would flatter a small backbone's floor), one
+pass per precision and block shape after each round of
 training steps so that load hits it as it hits them, median; the *GEMM
 floor* = FLOPs / rate of the configuration's precision, i.e. its step time if
 every matmul ran at that rate and nothing else cost anything; and *floor x* =
@@ -196,6 +199,19 @@ def gemm_operands(m: int, d_model: int = 768, d_ff: int = 3072) -> dict:
     return {"fp32": fp32, "bf16": [tuple(t.bfloat16() for t in xwg) for xwg in fp32]}
 
 
+def block_dims(model, default: tuple[int, int] = (768, 3072)) -> tuple[int, int]:
+    """``(d_model, d_ff)`` of the transformer blocks in ``model``: its first transformers config's hidden size and
+    MLP width (``intermediate_size``, GPT-2's ``n_inner``, else 4 x hidden); ``default`` (GPT-2's block) for a
+    model without one (``--llm none``)."""
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        d = getattr(cfg, "hidden_size", None)
+        if isinstance(d, int):
+            d_ff = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
+            return d, int(d_ff)
+    return default
+
+
 def gemm_rate(operands: list) -> float:
     """GFLOP/s of one training pass over ``operands``: forward ``x@W``, grad-input ``g@W.T``, grad-weight ``x.T@g``.
 
@@ -296,6 +312,7 @@ class _Runner:
         config = name.split("@")[0]
         self.name, self.llm, (self.kind, self.bf16) = name, llm, CONFIGS[config]
         self.model, self.x = model, x
+        self.dims = block_dims(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=1e-4)
 
@@ -363,19 +380,20 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     infer = {r.name: [] for r in runners}
     # the GEMM rate is measured between the training steps, so that the machine's load hits it as it hits them
     m = args.batch_size * args.seq_len
-    operands = gemm_operands(m)
-    gemm: dict[str, list[float]] = {name: [] for name in operands}
-    gemm_fwd: dict[str, list[float]] = {name: [] for name in operands}
+    operands = {dims: gemm_operands(m, *dims) for dims in dict.fromkeys(r.dims for r in runners)}
+    gemm = {(dims, prec): [] for dims, by_prec in operands.items() for prec in by_prec}
+    gemm_fwd = {key: [] for key in gemm}
     for i in range(args.warmup + args.steps):
         for r in runners:
             dt = r.train_step()
             if i >= args.warmup:
                 train[r.name].append(dt)
-        for name, xwg in operands.items():
+        for (dims, prec), rates in gemm.items():
+            xwg = operands[dims][prec]
             rate, fwd = gemm_rate(xwg), gemm_forward_rate(xwg)
             if i >= args.warmup:
-                gemm[name].append(rate)
-                gemm_fwd[name].append(fwd)
+                rates.append(rate)
+                gemm_fwd[dims, prec].append(fwd)
     del operands
     for i in range(1 + args.infer_steps):
         for r in runners:
@@ -398,14 +416,21 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                        "infer_windows_s": args.batch_size / inf,
                        "trainable_params": sum(p.numel() for p in r.params),
                        "total_params": sum(p.numel() for p in r.model.parameters()),
-                       "threads": torch.get_num_threads(),
+                       "threads": torch.get_num_threads(), "block": _block_key(r.dims),
                        "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name],
                        "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, []),
                        "scoring": scoring.get(r.name)}
-    return {"runs": out, "gemm": {"m": m, "repeats": args.steps,
-                                  "gflops_s": {k: statistics.median(v) for k, v in gemm.items()},
-                                  "forward_gflops_s": {k: statistics.median(v) for k, v in gemm_fwd.items()},
-                                  "gflops_s_all": {k: [round(x, 1) for x in v] for k, v in gemm.items()}}}
+    blocks: dict[str, dict] = {}
+    for (dims, prec), rates in gemm.items():
+        entry = blocks.setdefault(_block_key(dims), {"gflops_s": {}, "forward_gflops_s": {}, "gflops_s_all": {}})
+        entry["gflops_s"][prec] = statistics.median(rates)
+        entry["forward_gflops_s"][prec] = statistics.median(gemm_fwd[dims, prec])
+        entry["gflops_s_all"][prec] = [round(x, 1) for x in rates]
+    return {"runs": out, "gemm": {"m": m, "repeats": args.steps, "blocks": blocks}}
+
+
+def _block_key(dims: tuple[int, int]) -> str:
+    return f"{dims[0]}x{dims[1]}"
 
 
 def _memory(run: tuple[str, str | None], args: argparse.Namespace) -> dict:
@@ -439,9 +464,10 @@ def _add_roofline(results: list[dict], gemm: dict) -> None:
     """Each result's GFLOP/step, the GEMM rate of its precision, its GEMM floor and floor x (in place)."""
     ref = next((r for r in results if r["config"] == _REFERENCE), None)
     for r in results:
-        rate = gemm["gflops_s"]["bf16" if r["bf16"] else "fp32"]
+        prec = "bf16" if r["bf16"] else "fp32"
+        block = gemm["blocks"][r["block"]]
+        rate, fwd_rate = block["gflops_s"][prec], block["forward_gflops_s"][prec]
         floor = gemm_floor(r["train_flops"], rate, ref["train_ms"] if ref else None)
-        fwd_rate = gemm.get("forward_gflops_s", gemm["gflops_s"])["bf16" if r["bf16"] else "fp32"]
         r.update({"train_gflop": r["train_flops"] / 1e9, "gemm_gflops_s": rate,
                   "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"],
                   "infer_gflop": r.get("infer_flops", 0) / 1e9, "gemm_forward_gflops_s": fwd_rate,
@@ -465,10 +491,11 @@ def _table(results: list[dict], gemm: dict) -> str:
     if ref:
         lines.append(f"train x / infer x: speed relative to {ref['model']} fp32 (> 1 = faster)")
 
-    rates = gemm["gflops_s"]
-    lines += ["", f"roofline: GEMM rate measured here (GPT-2 block GEMMs at M=B*L={gemm['m']}, forward + grad-input "
-                  f"+ grad-weight; median of {gemm['repeats']} passes, one after each round of timed steps): "
-                  f"fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s"]
+    rates = "; ".join(f"{key} blocks fp32 {b['gflops_s']['fp32']:.0f}, bf16 {b['gflops_s']['bf16']:.0f}"
+                      for key, b in gemm["blocks"].items())
+    lines += ["", f"roofline: GEMM rate measured here (the four weight GEMMs of each configuration's own block, "
+                  f"d x d_ff, at M=B*L={gemm['m']}, forward + grad-input + grad-weight; median of {gemm['repeats']} "
+                  f"passes, one after each round of timed steps): {rates} GFLOP/s"]
     head = (f"{'configuration':<{w}}{'GFLOP/step':>11}{'GEMM GFLOP/s':>13}{'GEMM floor ms':>14}"
             f"{'train ms/step':>14}{'floor/step':>11}{'floor x':>9}{'train x':>9}")
     lines += [head, "-" * len(head)]
@@ -487,9 +514,10 @@ def _table(results: list[dict], gemm: dict) -> str:
         lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
                   "  can reach against that reference on this machine"]
 
-    fwd = gemm.get("forward_gflops_s")
-    if fwd:
-        lines += ["", f"inference roofline: forward GEMM rate fp32 {fwd['fp32']:.0f}, bf16 {fwd['bf16']:.0f} GFLOP/s"]
+    if all("infer_floor_ms" in r for r in results):
+        fwd = "; ".join(f"{key} blocks fp32 {b['forward_gflops_s']['fp32']:.0f}, "
+                        f"bf16 {b['forward_gflops_s']['bf16']:.0f}" for key, b in gemm["blocks"].items())
+        lines += ["", f"inference roofline: forward GEMM rate {fwd} GFLOP/s"]
         head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
         lines += [head, "-" * len(head)]
         for r in results:

@@ -62,6 +62,15 @@ def test_gemm_pass_flops_of_a_gpt2_block():
     assert bm.gemm_pass_flops(bm.gemm_shapes(3200)) == 3 * 2 * 3200 * 768 * (2304 + 768 + 3072 + 3072)
 
 
+def test_block_dims_reads_the_backbone_config():
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
+    wrapper = torch.nn.Sequential(torch.nn.Linear(2, 3), GPT2Model(GPT2Config(n_layer=1, n_embd=64, n_head=4)))
+    assert bm.block_dims(wrapper) == (64, 256)  # GPT-2: n_inner unset -> 4 x hidden
+    bert = BertModel(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=48))
+    assert bm.block_dims(bert) == (32, 48)
+    assert bm.block_dims(torch.nn.Linear(2, 3)) == (768, 3072)  # no transformer blocks: GPT-2's as the reference
+
+
 def test_gemm_rate_runs_the_flops_it_divides_by():
     operands = bm.gemm_operands(8, d_model=16, d_ff=32)
     assert set(operands) == {"fp32", "bf16"} and operands["bf16"][0][0].dtype == torch.bfloat16
@@ -82,18 +91,24 @@ def _result(config: str, train_ms: float, flops: float) -> dict:
     return {"config": config, "model": model, "llm": "gpt2" if model == "CrossAlign" else None, "bf16": bf16,
             "train_ms": train_ms, "train_windows_s": 32e3 / train_ms, "infer_ms": 100.0, "infer_windows_s": 320.0,
             "rss_peak_mib": 1000.0, "rss_train_growth_mib": 100.0, "trainable_params": 10, "total_params": 20,
-            "train_flops": flops, "train_flops_by_op": {"mm": flops}}
+            "train_flops": flops, "train_flops_by_op": {"mm": flops}, "block": "768x3072"}
 
 
 def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
-    gemm = {"m": 3200, "repeats": 3, "gflops_s": {"fp32": 200.0, "bf16": 400.0}}
-    results = [_result("crossalign_bf16", 1500.0, 1000e9), _result("gpt2_fp32", 2000.0, 300e9)]
+    rates = {"fp32": 200.0, "bf16": 400.0}
+    gemm = {"m": 3200, "repeats": 3, "blocks": {
+        "384x1536": {"gflops_s": {"fp32": 100.0, "bf16": 250.0}, "forward_gflops_s": {"fp32": 110.0, "bf16": 300.0}},
+        "768x3072": {"gflops_s": rates, "forward_gflops_s": {"fp32": 220.0, "bf16": 500.0}}}}
+    results = [_result("crossalign_bf16", 1500.0, 1000e9), _result("gpt2_fp32", 2000.0, 300e9),
+               {**_result("crossalign_fp32", 4000.0, 200e9), "block": "384x1536"}]
     bm._add_roofline(results, gemm)
-    cross, ref = results
+    cross, ref, small = results
     assert cross["gemm_floor_ms"] == pytest.approx(2500.0) and cross["floor_x"] == pytest.approx(0.8)
     assert ref["gemm_floor_ms"] == pytest.approx(1500.0) and ref["floor_x"] == pytest.approx(2000 / 1500)
+    # each configuration is held to the rate of its own block shape
+    assert small["gemm_gflops_s"] == 100.0 and small["gemm_floor_ms"] == pytest.approx(2000.0)
     table = bm._table(results, gemm)
-    assert "GEMM floor ms" in table and "floor x" in table and "bf16 400 GFLOP/s" in table
+    assert "GEMM floor ms" in table and "floor x" in table and "768x3072 blocks fp32 200, bf16 400" in table
 
 
 def test_op_breakdown_ranks_aten_ops_by_self_time():

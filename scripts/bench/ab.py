@@ -1,0 +1,152 @@
+"""This checkout against another one, step for step: `python -m scripts.bench ab --baseline DIR [model options]`.
+
+For speed work: is a change faster, on a machine whose speed drifts? Two
+sequential runs of ``scripts.bench model`` can differ by more than the change
+(this session's host measured the same bf16 GEMMs at 280-470 GFLOP/s within
+an hour), so both sides run at once, in two processes that take turns: one
+training step of configuration ``c`` in the baseline, then the same in this
+checkout (the order alternating round by round), so that whatever the machine
+does hits both alike; only one of them computes at any time. ``DIR`` is any
+checkout of this repository from after the model benchmark's ``--setting``
+option landed, e.g. ``git worktree add /tmp/base 10cfd28``; each side builds
+the models with its own code (``scripts/bench/ab_worker.py``) and its own
+allocator policy. The options are the model benchmark's (``--setting``,
+``--configs``, ``--steps``, ...).
+
+Output: per configuration the median training step and inference pass of each
+side and their ratio (baseline / this = the speed-up), and the GEMM floor of
+``scripts.bench model`` (this side's FLOPs over the GEMM rate measured here
+after every round) as floor/step for both sides.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.bench import model as bm
+
+_REPO = Path(__file__).resolve().parents[2]
+_WORKER = Path(__file__).with_name("ab_worker.py")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", required=True, help="another checkout of this repository (a folder)")
+    bm.add_args(parser)
+    parser.set_defaults(configs="crossalign_fp32,crossalign_bf16")
+
+
+class _Side:
+    """A worker process (``ab_worker.py`` run in ``checkout``) and its one-line JSON protocol."""
+
+    def __init__(self, label: str, checkout: Path, argv: list[str]) -> None:
+        self.label = label
+        self.proc = subprocess.Popen([sys.executable, str(_WORKER), *argv], cwd=checkout, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.names = self._read()["ready"]
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the {self.label} side's worker exited (rc {self.proc.wait()}); its error is above")
+        return json.loads(line)
+
+    def ask(self, *cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write('["quit"]\n')
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    return [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
+            f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
+            f"--model_flags={args.model_flags}", f"--configs={args.configs}"] \
+        + ([f"--threads={args.threads}"] if args.threads else [])
+
+
+def _rounds(sides: list[_Side], task: str, n_configs: int, warmup: int, steps: int) -> dict:
+    """``{(side label, config index): [seconds, ...]}`` over ``steps`` timed rounds; the side going first
+    alternates from round to round. After each training round our side measures the GEMM rate."""
+    times = {(s.label, c): [] for s in sides for c in range(n_configs)}
+    rates = {c: [] for c in range(n_configs)}
+    for i in range(warmup + steps):
+        for c in range(n_configs):
+            for s in (sides if i % 2 == 0 else sides[::-1]):
+                dt = s.ask(task, c)
+                if i >= warmup:
+                    times[s.label, c].append(dt)
+            if task == "train" and i >= warmup:
+                rates[c].append(sides[1].ask("gemm", c))
+    return {"times": times, "rates": rates}
+
+
+def main(args: argparse.Namespace) -> int:
+    bm.apply_setting(args)
+    baseline = Path(args.baseline).expanduser()
+    if not (baseline / "scripts" / "bench" / "model.py").is_file():
+        print(f"error: --baseline {baseline} is not a checkout of this repository (no scripts/bench/model.py); "
+              "make one with `git worktree add /tmp/base <commit>`", file=sys.stderr)
+        return 2
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in bm.CONFIGS]
+    if unknown:
+        print(f"error: unknown --configs {unknown}; choose from {', '.join(bm.CONFIGS)}", file=sys.stderr)
+        return 2
+    argv = _worker_argv(args)
+    print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "
+          f"C={args.channels}, --llm {args.llm} x {args.llm_layers}; threads {args.threads or 'torch default'}; "
+          f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns")
+    print(f"  before: {bm._load()}", flush=True)
+    sides = [_Side("baseline", baseline, argv), _Side("this", _REPO, argv)]
+    try:
+        train = _rounds(sides, "train", len(names), args.warmup, args.steps)
+        infer = _rounds(sides, "infer", len(names), 1, args.infer_steps)
+        flops = [sides[1].ask("flops", c) for c in range(len(names))]
+    finally:
+        for s in sides:
+            s.close()
+    print(f"  after:  {bm._load()}")
+    rows = []
+    for c, name in enumerate(names):
+        prec = "bf16" if bm.CONFIGS[name][1] else "fp32"
+        rate = statistics.median(r[prec]["train"] for r in train["rates"][c])
+        fwd = statistics.median(r[prec]["forward"] for r in train["rates"][c])
+        floor_ms, infer_floor_ms = flops[c]["train"] / rate / 1e6, flops[c]["infer"] / fwd / 1e6
+        med = {key: 1e3 * statistics.median(v) for key, v in {**{("train",) + k: v for k, v in train["times"].items()},
+                                                              **{("infer",) + k: v for k, v in infer["times"].items()}
+                                                              }.items()}
+        rows.append({"config": name, "gemm_gflops_s": rate, "forward_gflops_s": fwd, "floor_ms": floor_ms,
+                     "infer_floor_ms": infer_floor_ms,
+                     **{f"{task}_ms_{side}": med[task, side, c] for task in ("train", "infer")
+                        for side in ("baseline", "this")},
+                     "train_ms_all": {s.label: [round(1e3 * t) for t in train["times"][s.label, c]] for s in sides}})
+    head = (f"{'configuration':<18}{'train ms base':>14}{'train ms this':>14}{'speed-up':>9}{'floor ms':>9}"
+            f"{'floor/step':>16}{'infer ms base':>14}{'infer ms this':>14}{'speed-up':>9}{'floor/pass':>16}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        tb, tt, ib, it = r["train_ms_baseline"], r["train_ms_this"], r["infer_ms_baseline"], r["infer_ms_this"]
+        fl, ifl = r["floor_ms"], r["infer_floor_ms"]
+        lines.append(f"{r['config']:<18}{tb:>14.0f}{tt:>14.0f}{tb / tt:>9.2f}{fl:>9.0f}"
+                     f"{f'{fl / tb:.0%} -> {fl / tt:.0%}':>16}{ib:>14.0f}{it:>14.0f}{ib / it:>9.2f}"
+                     f"{f'{ifl / ib:.0%} -> {ifl / it:.0%}':>16}")
+    lines += ["speed-up = baseline ms / this ms; floor = this side's matmul FLOPs / the GEMM rate of the",
+              "  configuration's block shape and precision measured after every round (as scripts.bench model);",
+              "  floor/step and floor/pass: baseline -> this. GEMM rates: "
+              + "; ".join(f"{r['config']} {r['gemm_gflops_s']:.0f} (forward {r['forward_gflops_s']:.0f}) GFLOP/s"
+                          for r in rows)]
+    print("\n".join(lines))
+    if args.json:
+        from utils.io import save_json
+        save_json(args.json, {"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                              "baseline": str(baseline.resolve()), "results": rows})
+    return 0

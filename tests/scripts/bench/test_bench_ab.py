@@ -1,0 +1,36 @@
+"""`python -m scripts.bench ab`: two checkouts' model benchmarks taking turns."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _ab(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scripts.bench", "ab", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_ab_times_both_sides_in_turns_and_reports_the_speed_up(tmp_path):
+    out = tmp_path / "ab.json"
+    # this checkout against itself: both sides must run every step and agree on what they ran
+    proc = _ab("--baseline", str(REPO), "--setting", "quickstart", "--batch_size", "2", "--seq_len", "16",
+               "--llm_layers", "1", "--configs", "crossalign_fp32", "--warmup", "0", "--steps", "2",
+               "--infer_steps", "1", "--threads", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "crossalign_fp32" in proc.stdout and "speed-up" in proc.stdout
+    (row,) = json.loads(out.read_text())["results"]
+    assert len(row["train_ms_all"]["baseline"]) == len(row["train_ms_all"]["this"]) == 2
+    for key in ("train_ms_baseline", "train_ms_this", "infer_ms_baseline", "infer_ms_this", "floor_ms"):
+        assert row[key] > 0
+    assert row["gemm_gflops_s"] > 0 and row["floor_ms"] < row["train_ms_this"]  # a floor below the step itself
+
+
+def test_ab_rejects_a_folder_that_is_not_a_checkout(tmp_path):
+    proc = _ab("--baseline", str(tmp_path))
+    assert proc.returncode == 2
+    assert "not a checkout of this repository" in proc.stderr and "git worktree add" in proc.stderr
+    assert "Traceback" not in proc.stderr
