@@ -1,6 +1,7 @@
 """layers/fast_ops.py: the cheaper CPU dropout and attention compute what PyTorch's do."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -59,10 +60,26 @@ def test_dropout_follows_the_torch_seed():
     torch.manual_seed(5)
     a = dropout(x, 0.2)
     torch.manual_seed(5)
+    np.random.seed(123)  # numpy's global state plays no part: the bits come from a generator seeded by torch
+    np.random.random(10)
     b = dropout(x, 0.2)
     torch.manual_seed(6)
     c = dropout(x, 0.2)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dropout_is_bitwise_x_times_mask_times_scale(dtype):
+    x = torch.randn(3, 5, 7, dtype=dtype, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.1)
+    g = torch.randn_like(y)
+    y.backward(g)
+    torch.manual_seed(3)
+    keep, scale = fast_ops._keep_mask(x.shape, 0.1, x.device)
+    keep = keep.to(dtype)
+    assert torch.equal(y, (x.detach() * keep).mul_(scale))  # fp32/fp64's scaled mask rounds the same way
+    assert torch.equal(x.grad, (g * keep).mul_(scale))
 
 
 def test_dropout_modules():
