@@ -2,7 +2,7 @@
 
 For speed work: is a change faster, on a machine whose speed drifts? Two
 sequential runs of ``scripts.bench model`` can differ by more than the change
-(this session's host measured the same bf16 GEMMs at 280-470 GFLOP/s within
+(this session's host measured the same bf16 GEMMs at 275-563 GFLOP/s within
 an hour), so both sides run at once, in two processes that take turns: one
 training step of configuration ``c`` in the baseline, then the same in this
 checkout (the order alternating round by round), so that whatever the machine
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ class _Side:
         self.label = label
         self.proc = subprocess.Popen([sys.executable, str(_WORKER), *argv], cwd=checkout, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.names = self._read()["ready"]
+        self._read()  # {"ready": [...]}: the models are built
 
     def _read(self):
         line = self.proc.stdout.readline()
@@ -65,13 +64,6 @@ class _Side:
             self.proc.stdin.write('["quit"]\n')
             self.proc.stdin.close()
             self.proc.wait()
-
-
-def _worker_argv(args: argparse.Namespace) -> list[str]:
-    return [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
-            f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
-            f"--model_flags={args.model_flags}", f"--configs={args.configs}"] \
-        + ([f"--threads={args.threads}"] if args.threads else [])
 
 
 def _rounds(sides: list[_Side], task: str, n_configs: int, warmup: int, steps: int) -> dict:
@@ -102,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown --configs {unknown}; choose from {', '.join(bm.CONFIGS)}", file=sys.stderr)
         return 2
-    argv = _worker_argv(args)
+    argv = bm.worker_argv(args, names)
     print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "
           f"C={args.channels}, --llm {args.llm} x {args.llm_layers}; threads {args.threads or 'torch default'}; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns")
@@ -122,13 +114,10 @@ def main(args: argparse.Namespace) -> int:
         rate = statistics.median(r[prec]["train"] for r in train["rates"][c])
         fwd = statistics.median(r[prec]["forward"] for r in train["rates"][c])
         floor_ms, infer_floor_ms = flops[c]["train"] / rate / 1e6, flops[c]["infer"] / fwd / 1e6
-        med = {key: 1e3 * statistics.median(v) for key, v in {**{("train",) + k: v for k, v in train["times"].items()},
-                                                              **{("infer",) + k: v for k, v in infer["times"].items()}
-                                                              }.items()}
         rows.append({"config": name, "gemm_gflops_s": rate, "forward_gflops_s": fwd, "floor_ms": floor_ms,
                      "infer_floor_ms": infer_floor_ms,
-                     **{f"{task}_ms_{side}": med[task, side, c] for task in ("train", "infer")
-                        for side in ("baseline", "this")},
+                     **{f"{task}_ms_{s.label}": 1e3 * statistics.median(timed["times"][s.label, c])
+                        for task, timed in (("train", train), ("infer", infer)) for s in sides},
                      "train_ms_all": {s.label: [round(1e3 * t) for t in train["times"][s.label, c]] for s in sides}})
     head = (f"{'configuration':<18}{'train ms base':>14}{'train ms this':>14}{'speed-up':>9}{'floor ms':>9}"
             f"{'floor/step':>16}{'infer ms base':>14}{'infer ms this':>14}{'speed-up':>9}{'floor/pass':>16}")

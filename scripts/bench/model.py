@@ -514,15 +514,14 @@ def _table(results: list[dict], gemm: dict) -> str:
         lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
                   "  can reach against that reference on this machine"]
 
-    if all("infer_floor_ms" in r for r in results):
-        fwd = "; ".join(f"{key} blocks fp32 {b['forward_gflops_s']['fp32']:.0f}, "
-                        f"bf16 {b['forward_gflops_s']['bf16']:.0f}" for key, b in gemm["blocks"].items())
-        lines += ["", f"inference roofline: forward GEMM rate {fwd} GFLOP/s"]
-        head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
-        lines += [head, "-" * len(head)]
-        for r in results:
-            lines.append(f"{_label(r, multi):<{w}}{r['infer_gflop']:>11.1f}{r['infer_floor_ms']:>14.0f}"
-                         f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}")
+    fwd = "; ".join(f"{key} blocks fp32 {b['forward_gflops_s']['fp32']:.0f}, "
+                    f"bf16 {b['forward_gflops_s']['bf16']:.0f}" for key, b in gemm["blocks"].items())
+    lines += ["", f"inference roofline: forward GEMM rate {fwd} GFLOP/s"]
+    head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
+    lines += [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{_label(r, multi):<{w}}{r['infer_gflop']:>11.1f}{r['infer_floor_ms']:>14.0f}"
+                     f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}")
     for r in results:
         if r.get("ops"):
             lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of one training step by self time "
@@ -550,6 +549,17 @@ def apply_setting(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def worker_argv(args: argparse.Namespace, names: list[str]) -> list[str]:
+    """The options of ``args`` (after ``apply_setting``) as a worker process's command line, configurations ``names``."""
+    return [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
+            f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
+            f"--model_flags={args.model_flags}", f"--warmup={args.warmup}", f"--steps={args.steps}",
+            f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}",
+            f"--profile_top={args.profile_top}", f"--score_points={args.score_points}",
+            f"--score_batch_size={args.score_batch_size}"] \
+        + ([f"--threads={args.threads}"] if args.threads else [])
+
+
 def main(args: argparse.Namespace) -> int:
     apply_setting(args)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -563,13 +573,7 @@ def main(args: argparse.Namespace) -> int:
         result = _timing(runs, args) if task == "timing" else _memory(next(r for r in runs if r[0] == name), args)
         print(json.dumps(result))
         return 0
-    argv = [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
-            f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
-            f"--model_flags={args.model_flags}", f"--warmup={args.warmup}", f"--steps={args.steps}",
-            f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}",
-            f"--profile_top={args.profile_top}", f"--score_points={args.score_points}",
-            f"--score_batch_size={args.score_batch_size}"] \
-        + ([f"--threads={args.threads}"] if args.threads else [])
+    argv = worker_argv(args, names)
     print(f"model benchmark: B={args.batch_size} L={args.seq_len} C={args.channels}, {args.llm_layers} LLM layers, "
           f"CrossAlign --llm {args.llm} --llm_init {args.llm_init} {args.model_flags}; threads "
           f"{args.threads or 'torch default'}; {args.warmup} warm-up + {args.steps} timed steps, interleaved")
