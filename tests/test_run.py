@@ -110,3 +110,18 @@ def test_argparse_errors_under_a_script_name_its_variables(monkeypatch, capsys):
         run.main(["--bf16", "3"])
     assert done.value.code == 2
     assert "(running scripts/anomaly_detection/anomaly.sh: pass --bf16 in EXTRA='...')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_fast_bf16_matmuls_warns_and_the_cpu_is_recorded(tmp_path, capsys, monkeypatch,
+                                                                                native):
+    import exp.exp_basic
+    monkeypatch.setattr(exp.exp_basic, "cpu_bf16_native", lambda: native)
+    out = tmp_path / "res"
+    assert run.main([*QUICK, "--bf16", "1", "--threads", "1", "--checkpoints", str(tmp_path / "ck"),
+                     "--results", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert ("warning: --bf16 1 on this CPU" in text and "use --bf16 0" in text) == (not native)
+    (path,) = glob.glob(str(out / "*" / "metrics.json"))
+    prov = json.load(open(path))["provenance"]
+    assert prov["cpu"] and prov["cpu_capability"] and prov["cpu_bf16_native"] in (True, False, None)

@@ -36,7 +36,7 @@ _WORKER = Path(__file__).with_name("ab_worker.py")
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, help="another checkout of this repository (a folder)")
     bm.add_args(parser)
-    parser.set_defaults(configs="crossalign_fp32,crossalign_bf16")
+    parser.set_defaults(configs=None)  # CrossAlign fp32 and bf16 (bf16 only with fast bf16 matmuls here)
 
 
 class _Side:
@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --baseline {baseline} is not a checkout of this repository (no scripts/bench/model.py); "
               "make one with `git worktree add /tmp/base <commit>`", file=sys.stderr)
         return 2
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    names, note = bm.config_names(args.configs, ("crossalign_fp32", "crossalign_bf16"))
     unknown = [c for c in names if c not in bm.CONFIGS]
     if unknown:
         print(f"error: unknown --configs {unknown}; choose from {', '.join(bm.CONFIGS)}", file=sys.stderr)
@@ -98,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "
           f"C={args.channels}, --llm {args.llm} x {args.llm_layers}; threads {args.threads or 'torch default'}; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns")
+    if note:
+        print(f"  {note}")
     print(f"  before: {bm._load()}", flush=True)
     sides = [_Side("baseline", baseline, argv), _Side("this", _REPO, argv)]
     try:

@@ -90,7 +90,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm_layers", type=int, default=6, help="CrossAlign's LLM blocks and the plain GPT2Model's")
     parser.add_argument("--model_flags", default="",
                         help="extra run.py flags for CrossAlign, e.g. \"--pmd_rounds 2 --ssm_layers 1\"")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default=None,
+                        help=f"comma list of {', '.join(CONFIGS)} (default: all; the bf16 ones only where "
+                             "this CPU has fast bf16 matmuls, see utils.provenance.cpu_bf16_native)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--infer_steps", type=int, default=5, help="timed inference passes")
@@ -190,13 +192,16 @@ def gemm_pass_flops(shapes: Sequence[tuple[int, int, int]]) -> int:
     return sum(3 * 2 * m * k * n for m, k, n in shapes)
 
 
-def gemm_operands(m: int, d_model: int = 768, d_ff: int = 3072) -> dict:
-    """``{"fp32": [(x, W, g), ...], "bf16": [...]}``: random ``x [M, K]``, ``W [K, N]``, ``g [M, N]`` per shape."""
+def gemm_operands(m: int, d_model: int = 768, d_ff: int = 3072,
+                  precisions: Sequence[str] = ("fp32", "bf16")) -> dict:
+    """``{"fp32": [(x, W, g), ...], "bf16": [...]}`` for each of ``precisions``: random ``x [M, K]``, ``W [K, N]``,
+    ``g [M, N]`` per shape (the same values in each precision)."""
     import torch
     gen = torch.Generator().manual_seed(0)
     fp32 = [tuple(torch.randn(*shape, generator=gen) for shape in ((mm, k), (k, n), (mm, n)))
             for mm, k, n in gemm_shapes(m, d_model, d_ff)]
-    return {"fp32": fp32, "bf16": [tuple(t.bfloat16() for t in xwg) for xwg in fp32]}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    return {prec: [tuple(t.to(dtypes[prec]) for t in xwg) for xwg in fp32] for prec in precisions}
 
 
 def block_dims(model, default: tuple[int, int] = (768, 3072)) -> tuple[int, int]:
@@ -380,7 +385,8 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     infer = {r.name: [] for r in runners}
     # the GEMM rate is measured between the training steps, so that the machine's load hits it as it hits them
     m = args.batch_size * args.seq_len
-    operands = {dims: gemm_operands(m, *dims) for dims in dict.fromkeys(r.dims for r in runners)}
+    precisions = list(dict.fromkeys("bf16" if r.bf16 else "fp32" for r in runners))  # only those timed
+    operands = {dims: gemm_operands(m, *dims, precisions) for dims in dict.fromkeys(r.dims for r in runners)}
     gemm = {(dims, prec): [] for dims, by_prec in operands.items() for prec in by_prec}
     gemm_fwd = {key: [] for key in gemm}
     for i in range(args.warmup + args.steps):
@@ -491,7 +497,7 @@ def _table(results: list[dict], gemm: dict) -> str:
     if ref:
         lines.append(f"train x / infer x: speed relative to {ref['model']} fp32 (> 1 = faster)")
 
-    rates = "; ".join(f"{key} blocks fp32 {b['gflops_s']['fp32']:.0f}, bf16 {b['gflops_s']['bf16']:.0f}"
+    rates = "; ".join(f"{key} blocks " + ", ".join(f"{p} {r:.0f}" for p, r in b["gflops_s"].items())
                       for key, b in gemm["blocks"].items())
     lines += ["", f"roofline: GEMM rate measured here (the four weight GEMMs of each configuration's own block, "
                   f"d x d_ff, at M=B*L={gemm['m']}, forward + grad-input + grad-weight; median of {gemm['repeats']} "
@@ -514,8 +520,8 @@ def _table(results: list[dict], gemm: dict) -> str:
         lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
                   "  can reach against that reference on this machine"]
 
-    fwd = "; ".join(f"{key} blocks fp32 {b['forward_gflops_s']['fp32']:.0f}, "
-                    f"bf16 {b['forward_gflops_s']['bf16']:.0f}" for key, b in gemm["blocks"].items())
+    fwd = "; ".join(f"{key} blocks " + ", ".join(f"{p} {r:.0f}" for p, r in b["forward_gflops_s"].items())
+                    for key, b in gemm["blocks"].items())
     lines += ["", f"inference roofline: forward GEMM rate {fwd} GFLOP/s"]
     head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
     lines += [head, "-" * len(head)]
@@ -549,6 +555,27 @@ def apply_setting(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def config_names(configs: str | None, default: Sequence[str] = tuple(CONFIGS)) -> tuple[list[str], str | None]:
+    """``--configs`` as a list, and a note to print (None: nothing to say).
+
+    Unset, it is ``default`` less the bf16 configurations when PyTorch has no fast bf16 matmul on this
+    CPU (``cpu_bf16_native() is False``: bf16 GEMMs there run 7-70x slower than fp32, so a bf16 row
+    would take hours and say nothing about the model); named explicitly they run, with the note.
+    """
+    from utils.provenance import cpu_bf16_native, cpu_name
+    slow_bf16 = cpu_bf16_native() is False
+    names = [c.strip() for c in configs.split(",") if c.strip()] if configs is not None else list(default)
+    bf16 = [c for c in names if c in CONFIGS and CONFIGS[c][1]]
+    if not slow_bf16 or not bf16:
+        return names, None
+    why = (f"this CPU ({cpu_name()}) has no fast bf16 matmul in PyTorch (no AVX-512/AMX: bf16 GEMMs run "
+           "slower than fp32)")
+    if configs is None:
+        return ([c for c in names if c not in bf16],
+                f"skipped {', '.join(bf16)}: {why}; name them in --configs to time them anyway")
+    return names, f"note: {why}; the bf16 rows measure that fallback"
+
+
 def worker_argv(args: argparse.Namespace, names: list[str]) -> list[str]:
     """The options of ``args`` (after ``apply_setting``) as a worker process's command line, configurations ``names``."""
     return [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
@@ -562,7 +589,7 @@ def worker_argv(args: argparse.Namespace, names: list[str]) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     apply_setting(args)
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    names, note = config_names(args.configs)
     llms = [m.strip() for m in args.llm.split(",") if m.strip()]
     unknown = [c for c in names if c not in CONFIGS]
     if unknown:
@@ -580,6 +607,8 @@ def main(args: argparse.Namespace) -> int:
     from utils.allocator import OPT_OUT, keep_large_blocks
     print(f"  allocator: {'glibc large blocks kept in the heap' if keep_large_blocks() else 'default'} "
           f"(utils/allocator.py; {OPT_OUT}=1 for the default)")
+    if note:
+        print(f"  {note}")
     print(f"  before: {_load()}", flush=True)
     timing = _run_worker("timing", argv)
     print(f"  timed:  {_load()}", flush=True)

@@ -81,6 +81,30 @@ def test_gemm_rate_runs_the_flops_it_divides_by():
         assert rates[0] > 0
 
 
+def test_gemm_operands_only_in_the_precisions_asked_for():
+    operands = bm.gemm_operands(8, d_model=16, d_ff=32, precisions=("fp32",))
+    assert set(operands) == {"fp32"} and operands["fp32"][0][0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("native", [True, None])
+def test_configs_default_to_all_where_bf16_matmuls_are_fast_or_unknown(monkeypatch, native):
+    monkeypatch.setattr("utils.provenance.cpu_bf16_native", lambda: native)
+    assert bm.config_names(None) == (list(bm.CONFIGS), None)
+    assert bm.config_names("crossalign_bf16, gpt2_fp32") == (["crossalign_bf16", "gpt2_fp32"], None)
+
+
+def test_configs_default_skips_bf16_on_a_cpu_without_fast_bf16_matmuls(monkeypatch):
+    monkeypatch.setattr("utils.provenance.cpu_bf16_native", lambda: False)
+    names, note = bm.config_names(None)
+    assert names == ["crossalign_fp32", "gpt2_fp32"]
+    assert "skipped crossalign_bf16, gpt2_bf16" in note and "--configs" in note
+    names, note = bm.config_names(None, ("crossalign_fp32", "crossalign_bf16"))  # ab's default
+    assert names == ["crossalign_fp32"] and "skipped crossalign_bf16:" in note
+    names, note = bm.config_names("crossalign_bf16")  # named explicitly: timed, with the note
+    assert names == ["crossalign_bf16"] and note.startswith("note: ") and "no fast bf16 matmul" in note
+    assert bm.config_names("gpt2_fp32") == (["gpt2_fp32"], None)  # nothing bf16: nothing to say
+
+
 def test_gemm_floor_arithmetic():
     assert bm.gemm_floor(2e9, 400.0, ref_train_ms=20.0) == pytest.approx({"floor_ms": 5.0, "floor_x": 4.0})
     assert bm.gemm_floor(2e9, 400.0)["floor_x"] is None
@@ -109,6 +133,13 @@ def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
     assert small["gemm_gflops_s"] == 100.0 and small["gemm_floor_ms"] == pytest.approx(2000.0)
     table = bm._table(results, gemm)
     assert "GEMM floor ms" in table and "floor x" in table and "768x3072 blocks fp32 200, bf16 400" in table
+    # fp32 rows alone (bf16 skipped on a CPU without fast bf16 matmuls): only the fp32 rates were measured
+    fp32_only = {"m": 3200, "repeats": 3, "blocks": {"768x3072": {"gflops_s": {"fp32": 200.0},
+                                                                  "forward_gflops_s": {"fp32": 220.0}}}}
+    results = [_result("crossalign_fp32", 4000.0, 200e9), _result("gpt2_fp32", 2000.0, 300e9)]
+    bm._add_roofline(results, fp32_only)
+    table = bm._table(results, fp32_only)
+    assert "768x3072 blocks fp32 200 GFLOP/s" in table and "forward GEMM rate 768x3072 blocks fp32 220" in table
 
 
 def test_op_breakdown_ranks_aten_ops_by_self_time():
