@@ -120,17 +120,24 @@ def main(args: argparse.Namespace) -> int:
                      "infer_floor_ms": infer_floor_ms,
                      **{f"{task}_ms_{s.label}": 1e3 * statistics.median(timed["times"][s.label, c])
                         for task, timed in (("train", train), ("infer", infer)) for s in sides},
+                     # each round's two times were taken back to back: their ratio cancels the host's drift
+                     **{f"{task}_speedup_paired": statistics.median(
+                         b / t for b, t in zip(timed["times"]["baseline", c], timed["times"]["this", c]))
+                        for task, timed in (("train", train), ("infer", infer))},
                      "train_ms_all": {s.label: [round(1e3 * t) for t in train["times"][s.label, c]] for s in sides}})
-    head = (f"{'configuration':<18}{'train ms base':>14}{'train ms this':>14}{'speed-up':>9}{'floor ms':>9}"
-            f"{'floor/step':>16}{'infer ms base':>14}{'infer ms this':>14}{'speed-up':>9}{'floor/pass':>16}")
+    head = (f"{'configuration':<18}{'train ms base':>14}{'train ms this':>14}{'speed-up':>9}{'paired':>8}"
+            f"{'floor ms':>9}{'floor/step':>16}{'infer ms base':>14}{'infer ms this':>14}{'speed-up':>9}"
+            f"{'paired':>8}{'floor/pass':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
         tb, tt, ib, it = r["train_ms_baseline"], r["train_ms_this"], r["infer_ms_baseline"], r["infer_ms_this"]
         fl, ifl = r["floor_ms"], r["infer_floor_ms"]
-        lines.append(f"{r['config']:<18}{tb:>14.0f}{tt:>14.0f}{tb / tt:>9.2f}{fl:>9.0f}"
-                     f"{f'{fl / tb:.0%} -> {fl / tt:.0%}':>16}{ib:>14.0f}{it:>14.0f}{ib / it:>9.2f}"
-                     f"{f'{ifl / ib:.0%} -> {ifl / it:.0%}':>16}")
-    lines += ["speed-up = baseline ms / this ms; floor = this side's matmul FLOPs / the GEMM rate of the",
+        lines.append(f"{r['config']:<18}{tb:>14.0f}{tt:>14.0f}{tb / tt:>9.2f}{r['train_speedup_paired']:>8.2f}"
+                     f"{fl:>9.0f}{f'{fl / tb:.0%} -> {fl / tt:.0%}':>16}{ib:>14.0f}{it:>14.0f}{ib / it:>9.2f}"
+                     f"{r['infer_speedup_paired']:>8.2f}{f'{ifl / ib:.0%} -> {ifl / it:.0%}':>16}")
+    lines += ["speed-up = baseline ms / this ms (medians); paired = the median over rounds of each round's",
+              "  baseline / this (the two steps of a round run back to back, so the host's drift cancels);",
+              "  floor = this side's matmul FLOPs / the GEMM rate of the",
               "  configuration's block shape and precision measured after every round (as scripts.bench model);",
               "  floor/step and floor/pass: baseline -> this. GEMM rates: "
               + "; ".join(f"{r['config']} {r['gemm_gflops_s']:.0f} (forward {r['forward_gflops_s']:.0f}) GFLOP/s"

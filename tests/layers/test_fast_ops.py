@@ -203,3 +203,63 @@ def test_attention_grouped_key_value_heads(dtype, tol):
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(ours, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
         assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+def _lora_layers(bb) -> list:
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    return [m for m in bb.modules() if type(m) is LoraLinear]
+
+
+def test_install_routes_every_lora_linear_through_lora_forward(tmp_path):
+    bb = load_backbone(_tiny(tmp_path, "gpt2", 0.1), 2, init="random")
+    layers = _lora_layers(bb)
+    assert len(layers) == 2 * 4  # c_attn, attention c_proj, c_fc, MLP c_proj per block
+    assert all(layer.forward.__func__ is fast_ops.lora_forward for layer in layers)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_lora_forward_matches_peft_forward_with_gradients(tmp_path, kind, bf16):
+    """One addmm in place of peft's product, scaling and sum: the same output and gradients (GPT-2's
+    Conv1D base with fan_in_fan_out, Llama's nn.Linear), in fp32 and under bf16 autocast."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+    torch.manual_seed(0)
+    bb = load_backbone(_tiny(tmp_path, kind, 0.0), 2, init="random", lora_dropout=0.0)
+    for p in bb.parameters():  # LoRA B starts at zero; make the adapters matter
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    h = torch.randn(3, 10, 32, requires_grad=True)
+    params = [h] + [p for p in bb.parameters() if p.requires_grad]
+
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = bb(h, adapters=True).float()
+        return out, torch.autograd.grad(out.square().sum(), params)
+
+    ours, ours_grads = run()
+    for layer in _lora_layers(bb):
+        layer.forward = LoraLinear.forward.__get__(layer)  # peft's own
+    ref, ref_grads = run()
+    tol = 3e-2 if bf16 else 1e-5
+    assert torch.allclose(ours, ref, atol=tol, rtol=tol)
+    for a, b in zip(ours_grads, ref_grads):
+        assert torch.allclose(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
+
+
+def test_lora_forward_leaves_disabled_merged_and_extra_adapters_to_peft(tmp_path):
+    torch.manual_seed(0)
+    bb = load_backbone(_tiny(tmp_path, "gpt2", 0.0), 1, init="random", lora_dropout=0.0)
+    layer = _lora_layers(bb)[0]
+    nn.init.normal_(layer.lora_B["default"].weight, std=0.1)
+    x = torch.randn(2, 5, 32)
+    base, full = layer.base_layer(x), layer(x)
+    assert not torch.allclose(full, base)
+    with bb.adapters_disabled():  # the frozen teacher: the base layer alone
+        assert torch.equal(layer(x), base)
+    layer.merge()
+    assert torch.allclose(layer(x), full, atol=1e-5)  # merged weights: peft's path, same values
+    layer.unmerge()
+    assert torch.allclose(layer(x), full, atol=1e-5)
+    assert fast_ops._plain_adapter(layer) == "default"
+    layer.active_adapters.append("default")  # the same adapter twice: peft adds it twice
+    assert fast_ops._plain_adapter(layer) is None

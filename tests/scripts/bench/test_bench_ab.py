@@ -24,8 +24,11 @@ def test_ab_times_both_sides_in_turns_and_reports_the_speed_up(tmp_path):
     assert "crossalign_fp32" in proc.stdout and "speed-up" in proc.stdout
     (row,) = json.loads(out.read_text())["results"]
     assert len(row["train_ms_all"]["baseline"]) == len(row["train_ms_all"]["this"]) == 2
-    for key in ("train_ms_baseline", "train_ms_this", "infer_ms_baseline", "infer_ms_this", "floor_ms"):
+    for key in ("train_ms_baseline", "train_ms_this", "infer_ms_baseline", "infer_ms_this", "floor_ms",
+                "train_speedup_paired", "infer_speedup_paired"):
         assert row[key] > 0
+    ratios = [b / t for b, t in zip(row["train_ms_all"]["baseline"], row["train_ms_all"]["this"])]
+    assert min(ratios) * 0.99 <= row["train_speedup_paired"] <= max(ratios) * 1.01  # the median of 2 (rounded ms)
     assert row["gemm_gflops_s"] > 0 and row["floor_ms"] < row["train_ms_this"]  # a floor below the step itself
 
 
