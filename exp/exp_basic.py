@@ -31,7 +31,7 @@ from models import get_model_class
 from utils import distributed
 from utils.checkpoint import CheckpointError, load_into, save_checkpoint
 from utils.io import append_summary, save_json, save_text, save_torch
-from utils.provenance import cpu_bf16_native, cpu_name, provenance
+from utils.provenance import provenance, slow_bf16_reason
 from utils.tools import EarlyStopping, learning_rate, set_seed
 
 
@@ -149,10 +149,9 @@ class ExpBasic:
         self.device = self._device()
         if getattr(args, "bf16", None) is None:  # the default: bf16 autocast on CUDA, fp32 on CPU
             args.bf16 = int(self.device.type == "cuda")
-        if args.bf16 and self.device.type == "cpu" and cpu_bf16_native() is False:
-            print(f"warning: --bf16 1 on this CPU ({cpu_name()}, {torch.backends.cpu.get_cpu_capability()}): "
-                  "PyTorch has no fast bf16 matmul here (no AVX-512/AMX), so bf16 autocast runs slower than "
-                  "fp32, measured 7-70x on an AVX2 EPYC; use --bf16 0 (the CPU default)")
+        slow_bf16 = slow_bf16_reason() if args.bf16 and self.device.type == "cpu" else None
+        if slow_bf16:
+            print(f"warning: --bf16 1 on this CPU: {slow_bf16}; use --bf16 0 (the CPU default)")
         if self.device.type == "cuda":
             # TF32 matmuls/convolutions (10-bit mantissa products, fp32 accumulation) and cuDNN's autotuner
             torch.backends.cuda.matmul.allow_tf32 = True

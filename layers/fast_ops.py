@@ -250,13 +250,15 @@ def lora_forward(layer: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Te
     runs peft's forward itself.
     """
     name = None if args or kwargs else _plain_adapter(layer)
+    if name is not None and not torch.is_autocast_enabled(x.device.type):
+        dtypes = {x.dtype, layer.base_layer.weight.dtype, layer.lora_A[name].weight.dtype,
+                  layer.lora_B[name].weight.dtype}
+        name = name if len(dtypes) == 1 else None  # mixed dtypes: peft casts and casts back
     if name is None:
         return type(layer).forward(layer, x, *args, **kwargs)
     result = layer.base_layer(x)  # [..., out]
     a = layer.lora_A[name](layer.lora_dropout[name](x))  # [..., r]
     weight_b = layer.lora_B[name].weight  # [out, r]
-    if not torch.is_autocast_enabled(x.device.type) and not result.dtype == a.dtype == weight_b.dtype:
-        return result + layer.lora_B[name](a) * layer.scaling[name]
     # B^T [r, out] made contiguous (a copy of r x out numbers): autograd computes a matrix's gradient in
     # that matrix's own layout, and for the transposed view it would run (g^T a)^T, an [out, M] @ [M, r]
     # product that runs 5-13x slower than a^T g on one core (see the module docstring)

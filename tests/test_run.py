@@ -115,8 +115,7 @@ def test_argparse_errors_under_a_script_name_its_variables(monkeypatch, capsys):
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_fast_bf16_matmuls_warns_and_the_cpu_is_recorded(tmp_path, capsys, monkeypatch,
                                                                                 native):
-    import exp.exp_basic
-    monkeypatch.setattr(exp.exp_basic, "cpu_bf16_native", lambda: native)
+    monkeypatch.setattr("utils.provenance.cpu_bf16_native", lambda: native)
     out = tmp_path / "res"
     assert run.main([*QUICK, "--bf16", "1", "--threads", "1", "--checkpoints", str(tmp_path / "ck"),
                      "--results", str(out)]) == 0

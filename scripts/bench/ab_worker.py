@@ -54,7 +54,7 @@ def main() -> int:
             answer = {"train": sum(bm.count_flops(r.step).values()), "infer": sum(bm.count_flops(r.infer).values())}
         elif cmd[0] == "gemm":
             prec = "bf16" if r.bf16 else "fp32"  # the configuration's own precision only
-            xwg = bm.gemm_operands(args.batch_size * args.seq_len, *bm.block_dims(r.model))[prec]
+            xwg = bm.gemm_operands(args.batch_size * args.seq_len, *bm.block_dims(r.model), (prec,))[prec]
             answer = {prec: {"train": bm.gemm_rate(xwg), "forward": bm.gemm_forward_rate(xwg)}}
         else:
             raise ValueError(f"unknown command {cmd!r}")

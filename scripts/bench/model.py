@@ -562,14 +562,12 @@ def config_names(configs: str | None, default: Sequence[str] = tuple(CONFIGS)) -
     CPU (``cpu_bf16_native() is False``: bf16 GEMMs there run 7-70x slower than fp32, so a bf16 row
     would take hours and say nothing about the model); named explicitly they run, with the note.
     """
-    from utils.provenance import cpu_bf16_native, cpu_name
-    slow_bf16 = cpu_bf16_native() is False
+    from utils.provenance import slow_bf16_reason
     names = [c.strip() for c in configs.split(",") if c.strip()] if configs is not None else list(default)
     bf16 = [c for c in names if c in CONFIGS and CONFIGS[c][1]]
-    if not slow_bf16 or not bf16:
+    why = slow_bf16_reason() if bf16 else None
+    if why is None:
         return names, None
-    why = (f"this CPU ({cpu_name()}) has no fast bf16 matmul in PyTorch (no AVX-512/AMX: bf16 GEMMs run "
-           "slower than fp32)")
     if configs is None:
         return ([c for c in names if c not in bf16],
                 f"skipped {', '.join(bf16)}: {why}; name them in --configs to time them anyway")
