@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         print(f"error: unknown --configs {unknown}; choose from {', '.join(bm.CONFIGS)}", file=sys.stderr)
         return 2
-    argv = bm.worker_argv(args, names)
+    argv = bm.worker_argv(args, names, profiling=False)
     print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "
           f"C={args.channels}, --llm {args.llm} x {args.llm_layers}; threads {args.threads or 'torch default'}; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns")

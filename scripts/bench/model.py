@@ -98,8 +98,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--infer_steps", type=int, default=5, help="timed inference passes")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--profile_top", type=int, default=10,
-                        help="per-operator breakdown of one more training step per configuration: the top N "
+                        help="per-operator breakdown of more training steps per configuration: the top N "
                              "aten ops by self time (torch.profiler); 0: none")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time each top-level module of the model (forward + backward on the inputs and "
+                             "output gradient it had in a step) against its own GEMM floor (scripts/bench/parts.py)")
+    parser.add_argument("--profile_steps", type=int, default=3,
+                        help="training steps profiled one at a time for that breakdown; each op's median over them")
     parser.add_argument("--score_points", type=int, default=0,
                         help="also time scoring (exp's score_windows, inference mode) of a random [N, C] series "
                              "with windows every seq_len, e.g. 427617 = SMAP's test split; 0: skip")
@@ -179,7 +184,8 @@ def count_flops(fn: Callable[[], object]) -> dict[str, int]:
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as counter:
         fn()
-    return {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items() if n}
+    counts = counter.get_flop_counts().get("Global", {})  # absent when nothing countable ran
+    return {str(op).removeprefix("aten."): int(n) for op, n in counts.items() if n}
 
 
 def gemm_shapes(m: int, d_model: int = 768, d_ff: int = 3072) -> list[tuple[int, int, int]]:
@@ -247,20 +253,29 @@ def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = Non
     return {"floor_ms": floor_ms, "floor_x": ref_train_ms / floor_ms if ref_train_ms and floor_ms else None}
 
 
-def op_breakdown(fn: Callable[[], object], top: int = 10) -> list[dict]:
+def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> list[dict]:
     """The ``top`` aten operators of ``fn()`` by self CPU time: ``{"op", "self_ms", "share", "calls"}``.
 
-    ``torch.profiler`` over one call; ``share`` is the op's fraction of all ops' self time (the
-    profiler's own overhead inflates small ops a little, so read shares, not absolute ms).
+    ``torch.profiler`` over ``repeats`` calls, one profile each; an op's ``self_ms`` and ``calls`` are
+    its medians over them (0 in a call where it did not run), ``share`` its fraction of the sum of all
+    ops' medians. Medians, because on a shared host a stall of 100 ms or more (time the hypervisor
+    gives another guest) lands on whichever op is running: in single profiled steps of the quickstart
+    configuration one op at a time showed 3-30x its usual self time, a different op in each step.
+    The profiler's own overhead inflates small ops a little: read shares, not absolute ms.
     """
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [{"op": e.key.removeprefix("aten::"), "self_ms": e.self_cpu_time_total / 1e3,
-             "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:top]]
+    runs: list[dict[str, tuple[float, int]]] = []
+    for _ in range(max(1, repeats)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        runs.append({e.key.removeprefix("aten::"): (e.self_cpu_time_total / 1e3, e.count)
+                     for e in prof.key_averages() if e.key.startswith("aten::")})
+    names = {name for run in runs for name in run}
+    ms = {n: statistics.median(run.get(n, (0.0, 0))[0] for run in runs) for n in names}
+    calls = {n: round(statistics.median(run.get(n, (0.0, 0))[1] for run in runs)) for n in names}
+    total = sum(ms.values()) or 1.0
+    ranked = sorted(names, key=lambda n: ms[n], reverse=True)[:top]
+    return [{"op": n, "self_ms": ms[n], "share": ms[n] / total, "calls": calls[n]} for n in ranked]
 
 
 def scoring_rate(model, n_points: int, seq_len: int, channels: int, batch_size: int, bf16: bool) -> dict:
@@ -409,7 +424,11 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     # FLOPs are counted on one more step after every timed one, so that the counter's overhead pollutes no time
     flops = {r.name: count_flops(r.step) for r in runners}  # the Adam step runs no counted (matmul) op
     infer_flops = {r.name: sum(count_flops(r.infer).values()) for r in runners}
-    ops = {r.name: op_breakdown(r.step, args.profile_top) for r in runners} if args.profile_top else {}
+    ops = {r.name: op_breakdown(r.step, args.profile_top, args.profile_steps) for r in runners} \
+        if args.profile_top else {}
+    from scripts.bench.parts import part_times
+    parts = {r.name: part_times(r.model, r.step, args.profile_steps, r._autocast) for r in runners} \
+        if args.parts else {}
     scoring = {r.name: scoring_rate(r.model, args.score_points, args.seq_len, args.channels, args.score_batch_size,
                                     r.bf16)
                for r in runners if args.score_points and r.kind == "CrossAlign"}
@@ -425,6 +444,7 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                        "threads": torch.get_num_threads(), "block": _block_key(r.dims),
                        "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name],
                        "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, []),
+                       "profile_steps": args.profile_steps, "parts": parts.get(r.name, []),
                        "scoring": scoring.get(r.name)}
     blocks: dict[str, dict] = {}
     for (dims, prec), rates in gemm.items():
@@ -478,6 +498,8 @@ def _add_roofline(results: list[dict], gemm: dict) -> None:
                   "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"],
                   "infer_gflop": r.get("infer_flops", 0) / 1e9, "gemm_forward_gflops_s": fwd_rate,
                   "infer_floor_ms": gemm_floor(r.get("infer_flops", 0), fwd_rate)["floor_ms"]})
+        for part in r.get("parts", []):
+            part["floor_ms"] = gemm_floor(part["flops"], rate)["floor_ms"]
 
 
 def _table(results: list[dict], gemm: dict) -> str:
@@ -530,10 +552,23 @@ def _table(results: list[dict], gemm: dict) -> str:
                      f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}")
     for r in results:
         if r.get("ops"):
-            lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of one training step by self time "
-                          f"(torch.profiler)"]
+            lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of a training step by self time "
+                          f"(torch.profiler; each op's median over {r.get('profile_steps', 1)} profiled steps)"]
             lines += [f"  {o['op']:<36}{o['self_ms']:>10.0f} ms{o['share']:>7.1%}{o['calls']:>7} calls"
                       for o in r["ops"]]
+    for r in results:
+        if r.get("parts"):
+            lines += ["", f"{_label(r, multi)}: the step by part (each top-level module's forward + backward on the "
+                          f"inputs and output gradient it had in a step, timed alone, median of "
+                          f"{r.get('profile_steps', 1)}; floor at {r['gemm_gflops_s']:.0f} GFLOP/s)"]
+            pw = max(len(p["part"]) for p in r["parts"]) + 2
+            lines += [f"  {'part':<{pw}}{'ms':>8}{'GFLOP':>8}{'floor ms':>10}{'floor/time':>12}"]
+            lines += [f"  {p['part']:<{pw}}{p['ms']:>8.0f}{p['flops'] / 1e9:>8.1f}{p['floor_ms']:>10.0f}"
+                      f"{p['floor_ms'] / p['ms']:>12.0%}" for p in r["parts"]]
+            total, flops = sum(p["ms"] for p in r["parts"]), sum(p["flops"] for p in r["parts"])
+            lines += [f"  {'sum of the parts':<{pw}}{total:>8.0f}{flops / 1e9:>8.1f}",
+                      f"  {'the step (timed above)':<{pw}}{r['train_ms']:>8.0f}{r['train_flops'] / 1e9:>8.1f}"
+                      f"{'':>10}  (loss, Adam and the glue between parts belong to no part)"]
     scored = [r for r in results if r.get("scoring")]
     if scored:
         lines += ["", "scoring (exp's score_windows: inference mode, windows every seq_len):"]
@@ -574,15 +609,22 @@ def config_names(configs: str | None, default: Sequence[str] = tuple(CONFIGS)) -
     return names, f"note: {why}; the bf16 rows measure that fallback"
 
 
-def worker_argv(args: argparse.Namespace, names: list[str]) -> list[str]:
-    """The options of ``args`` (after ``apply_setting``) as a worker process's command line, configurations ``names``."""
-    return [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
+def worker_argv(args: argparse.Namespace, names: list[str], profiling: bool = True) -> list[str]:
+    """The options of ``args`` (after ``apply_setting``) as a worker process's command line, configurations ``names``.
+
+    ``profiling=False`` leaves out the breakdown options (``--profile_steps``, ``--parts``), which older
+    checkouts' workers (``scripts.bench ab``'s baseline) do not know and do not use.
+    """
+    argv = [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
             f"--llm={args.llm}", f"--llm_init={args.llm_init}", f"--llm_layers={args.llm_layers}",
             f"--model_flags={args.model_flags}", f"--warmup={args.warmup}", f"--steps={args.steps}",
             f"--infer_steps={args.infer_steps}", f"--configs={','.join(names)}",
             f"--profile_top={args.profile_top}", f"--score_points={args.score_points}",
             f"--score_batch_size={args.score_batch_size}"] \
         + ([f"--threads={args.threads}"] if args.threads else [])
+    if profiling:
+        argv += [f"--profile_steps={args.profile_steps}"] + (["--parts"] if args.parts else [])
+    return argv
 
 
 def main(args: argparse.Namespace) -> int:

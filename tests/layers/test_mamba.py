@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from layers import mamba as mamba_mod
-from layers.mamba import Mamba, MambaStack, selective_scan_ref, selective_scan_torch
+from layers.mamba import Mamba, MambaStack, causal_depthwise_conv1d, selective_scan_ref, selective_scan_torch
 
 
 def _scan_inputs(batch: int, d_in: int, n: int, length: int, dtype=torch.float64, seed: int = 0):
@@ -107,6 +107,22 @@ def test_scan_rejects_bad_shapes():
         selective_scan_torch(**{**inp, "B": inp["B"][:, :, :4]})
     with pytest.raises(ValueError, match="A must be"):
         selective_scan_torch(**{**inp, "A": inp["A"].T})
+
+
+@pytest.mark.parametrize("k,length,bias", [(4, 13, True), (4, 2, True), (1, 5, True), (3, 9, False)])
+def test_causal_depthwise_conv1d_equals_padded_conv1d(k, length, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, k, groups=6, padding=k - 1, bias=bias).double()
+    x = torch.randn(3, length, 6, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    ref = conv(x.mT)[..., :length].mT  # channels first, the causal part
+    ours = causal_depthwise_conv1d(x2, conv.weight, conv.bias)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad(ref, [x, conv.weight] + ([conv.bias] if bias else []), g)
+    grads = torch.autograd.grad(ours, [x2, conv.weight] + ([conv.bias] if bias else []), g)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
 
 
 # --------------------------------------------------------------------------- module

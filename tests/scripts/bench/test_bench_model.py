@@ -144,9 +144,24 @@ def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
 
 def test_op_breakdown_ranks_aten_ops_by_self_time():
     a, b = torch.randn(256, 256), torch.randn(256, 256)
-    ops = bm.op_breakdown(lambda: [(a @ b).relu() for _ in range(3)], top=3)
+    ops = bm.op_breakdown(lambda: [(a @ b).relu() for _ in range(3)], top=3, repeats=1)
     assert ops[0]["op"] == "mm" and ops[0]["calls"] == 3 and len(ops) <= 3
     assert all(o["self_ms"] >= p["self_ms"] for p, o in zip(ops[1:], ops)) and 0 < ops[0]["share"] <= 1
+
+
+def test_op_breakdown_takes_each_ops_median_over_the_profiled_calls():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    call = iter(range(3))
+
+    def fn():
+        if next(call) == 0:  # an op in one call of three (as a stall hits one step): its median is 0
+            torch.sort(a.flatten())
+        return [(a @ b).relu() for _ in range(3)]
+
+    ops = {o["op"]: o for o in bm.op_breakdown(fn, top=50, repeats=3)}
+    assert ops["mm"]["calls"] == 3 and ops["mm"]["self_ms"] > 0
+    assert ops.get("sort", {"self_ms": 0.0})["self_ms"] == 0.0
+    assert sum(o["share"] for o in ops.values()) == pytest.approx(1.0)
 
 
 def test_scoring_rate_scores_every_window_of_the_series():
@@ -162,3 +177,57 @@ def test_setting_fills_only_options_left_at_their_default():
     args = bm.apply_setting(parser.parse_args(["--setting", "quickstart", "--channels", "5"]))
     assert (args.llm, args.llm_layers, args.channels) == ("minilm", 2, 5)
     assert bm.apply_setting(parser.parse_args(["--setting", "paper"])).channels == 38
+
+
+class _TwoParts(torch.nn.Module):
+    """A part called twice with different flags, and one whose input needs no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Linear(3, 8)
+        self.block = _Scaled()
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.block(h, double=True) + self.block(h, double=False)
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, h, double: bool = False):
+        return self.lin(h) * (2.0 if double else 1.0)
+
+
+def test_part_times_times_every_call_of_each_top_level_module():
+    from scripts.bench.parts import capture_calls, part_times
+    torch.manual_seed(0)
+    model, x = _TwoParts(), torch.randn(4, 3)
+    step = lambda: model(x).square().sum().backward()  # noqa: E731
+    calls = capture_calls(model, step)
+    assert [c["name"] for c in calls] == ["embed", "block (double=True)", "block (double=False)"]
+    assert calls[0]["args"][0][1] is False and calls[1]["args"][0][1] is True  # which inputs needed a gradient
+    # the recorded output gradient is the one the step's backward delivered: d(sum y^2)/dy = 2y
+    y = model.block(model.embed(x), double=True) + model.block(model.embed(x), double=False)
+    torch.testing.assert_close(calls[1]["grads"][0], 2 * y.detach())
+    rows = part_times(model, step, repeats=2)
+    assert [r["part"] for r in rows] == [c["name"] for c in calls]
+    # forward + backward matmul FLOPs: embed's input needs no gradient (x @ W and the weight gradient only)
+    assert rows[0]["flops"] == 2 * (2 * 4 * 3 * 8) and rows[1]["flops"] == 3 * (2 * 4 * 8 * 8)
+    assert all(r["ms"] > 0 for r in rows) and all(p.grad is None for p in model.parameters())
+
+
+def test_table_shows_each_part_against_its_floor_at_the_configurations_rate():
+    gemm = {"m": 3200, "repeats": 3, "blocks": {"768x3072": {"gflops_s": {"fp32": 200.0},
+                                                             "forward_gflops_s": {"fp32": 220.0}}}}
+    parts = [{"part": "llm (adapters=True)", "ms": 800.0, "flops": 120e9}, {"part": "freq", "ms": 400.0, "flops": 8e9}]
+    results = [{**_result("crossalign_fp32", 1300.0, 128e9), "parts": parts, "profile_steps": 3}]
+    bm._add_roofline(results, gemm)
+    assert parts[0]["floor_ms"] == pytest.approx(600.0) and parts[1]["floor_ms"] == pytest.approx(40.0)
+    table = bm._table(results, gemm)
+    assert "the step by part" in table and "floor at 200 GFLOP/s" in table
+    line = next(x for x in table.splitlines() if x.strip().startswith("freq"))
+    assert line.split()[1:] == ["400", "8.0", "40", "10%"]
+    assert "sum of the parts" in table and "the step (timed above)" in table

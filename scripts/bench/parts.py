@@ -1,0 +1,94 @@
+"""Where a training step's time goes, part by part: each top-level module of a model, forward + backward
+on the inputs and output gradient it had in a real step, timed alone against its own GEMM floor.
+
+``python -m scripts.bench model --parts`` prints this table under the roofline. The operator breakdown
+says *which kernels* the time goes to; this says *which part of the method* spends it, and how far that
+part is from its matmuls alone: a part at 95 % of its floor has nothing left to gain but faster GEMMs,
+one at 15 % is where work remains. Each part is timed apart from the others, so the sum of the parts
+differs a little from the step (cache state, and the loss, the optimiser and the glue between parts,
+which belong to no part, shown as the remainder).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
+
+__all__ = ["capture_calls", "part_times"]
+
+
+def _label(name: str, kwargs: dict) -> str:
+    flags = ", ".join(f"{k}={v}" for k, v in kwargs.items() if isinstance(v, (bool, int, float, str)))
+    return f"{name} ({flags})" if flags else name
+
+
+def capture_calls(model, step: Callable[[], object]) -> list[dict]:
+    """Run ``step()`` once, recording every call of ``model``'s direct children in order.
+
+    Each record: ``name`` (the child's attribute name, with its keyword flags when it was called with some),
+    ``module``, ``args`` (detached copies of its positional inputs and whether each needed a gradient),
+    ``kwargs``, and ``grads``: the gradient that reached each of its outputs in that step's backward
+    (``None`` for an output that got none).
+    """
+    import torch
+    from torch.utils._pytree import tree_flatten
+
+    calls: list[dict] = []
+
+    def hook(name: str):
+        def record(module, args, kwargs, out):
+            flat, _ = tree_flatten(out)
+            call = {"name": _label(name, kwargs), "module": module, "kwargs": dict(kwargs),
+                    "args": [(a.detach().clone(), a.requires_grad) if torch.is_tensor(a) else (a, False)
+                             for a in args],
+                    "grads": [None] * len(flat)}
+            for i, t in enumerate(flat):
+                if torch.is_tensor(t) and t.requires_grad:
+                    t.register_hook(lambda g, i=i, call=call: call["grads"].__setitem__(i, g.detach().clone()))
+            calls.append(call)
+        return record
+
+    handles = [child.register_forward_hook(hook(name), with_kwargs=True) for name, child in model.named_children()]
+    try:
+        step()
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _forward_backward(call: dict, autocast: Callable[[], AbstractContextManager]) -> None:
+    import torch
+    from torch.utils._pytree import tree_flatten
+    args = [a.detach().requires_grad_(True) if needs_grad else a for a, needs_grad in call["args"]]
+    with autocast():
+        out = call["module"](*args, **call["kwargs"])
+    pairs = [(t, g) for t, g in zip(tree_flatten(out)[0], call["grads"]) if g is not None]
+    if pairs:
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+
+
+def part_times(model, step: Callable[[], object], repeats: int = 3,
+               autocast: Callable[[], AbstractContextManager] = nullcontext) -> list[dict]:
+    """One row per call of a direct child of ``model`` in ``step()``: ``{"part", "ms", "flops"}``.
+
+    ``ms``: median over ``repeats`` of that call's forward + backward on its recorded inputs and output
+    gradients, after one untimed call that counts its matmul FLOPs (``flops``, as
+    ``scripts.bench.model.count_flops`` counts a step's). The parameter gradients these calls
+    accumulate are dropped at the end.
+    """
+    from scripts.bench.model import count_flops
+    rows = []
+    for call in capture_calls(model, step):
+        run = lambda: _forward_backward(call, autocast)  # noqa: E731
+        flops = sum(count_flops(run).values())
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        rows.append({"part": call["name"], "ms": 1e3 * statistics.median(times), "flops": flops})
+    for p in model.parameters():
+        p.grad = None
+    return rows
