@@ -561,7 +561,7 @@ def _table(results: list[dict], gemm: dict) -> str:
             lines += ["", f"{_label(r, multi)}: the step by part (each top-level module's forward + backward on the "
                           f"inputs and output gradient it had in a step, timed alone, median of "
                           f"{r.get('profile_steps', 1)}; floor at {r['gemm_gflops_s']:.0f} GFLOP/s)"]
-            pw = max(len(p["part"]) for p in r["parts"]) + 2
+            pw = max(len("the step (timed above)"), *(len(p["part"]) for p in r["parts"])) + 2
             lines += [f"  {'part':<{pw}}{'ms':>8}{'GFLOP':>8}{'floor ms':>10}{'floor/time':>12}"]
             lines += [f"  {p['part']:<{pw}}{p['ms']:>8.0f}{p['flops'] / 1e9:>8.1f}{p['floor_ms']:>10.0f}"
                       f"{p['floor_ms'] / p['ms']:>12.0%}" for p in r["parts"]]

@@ -23,26 +23,32 @@ def _label(name: str, kwargs: dict) -> str:
     return f"{name} ({flags})" if flags else name
 
 
+def _fresh_leaves(tree):
+    """Tensors of ``tree`` as new leaves over the same storage, each needing a gradient iff its original did."""
+    import torch
+    from torch.utils._pytree import tree_map
+    return tree_map(lambda t: t.detach().requires_grad_(t.requires_grad) if torch.is_tensor(t) else t, tree)
+
+
 def capture_calls(model, step: Callable[[], object]) -> list[dict]:
     """Run ``step()`` once, recording every call of ``model``'s direct children in order.
 
-    Each record: ``name`` (the child's attribute name, with its keyword flags when it was called with some),
-    ``module``, ``args`` (detached copies of its positional inputs and whether each needed a gradient),
-    ``kwargs``, and ``grads``: the gradient that reached each of its outputs in that step's backward
-    (``None`` for an output that got none).
+    Each record: ``name`` (the child's attribute name, with its scalar keyword flags when it was called
+    with some), ``module``, ``args`` and ``kwargs`` (copies of its inputs, cut from the step's graph,
+    each tensor needing a gradient iff the one it copies did), and ``grads``: the gradient that reached
+    each of its outputs (flattened) in that step's backward, ``None`` for an output that got none.
     """
     import torch
-    from torch.utils._pytree import tree_flatten
+    from torch.utils._pytree import tree_flatten, tree_map
 
     calls: list[dict] = []
+    copy = lambda t: t.detach().clone().requires_grad_(t.requires_grad) if torch.is_tensor(t) else t  # noqa: E731
 
     def hook(name: str):
         def record(module, args, kwargs, out):
             flat, _ = tree_flatten(out)
-            call = {"name": _label(name, kwargs), "module": module, "kwargs": dict(kwargs),
-                    "args": [(a.detach().clone(), a.requires_grad) if torch.is_tensor(a) else (a, False)
-                             for a in args],
-                    "grads": [None] * len(flat)}
+            call = {"name": _label(name, kwargs), "module": module, "args": tree_map(copy, args),
+                    "kwargs": tree_map(copy, kwargs), "grads": [None] * len(flat)}
             for i, t in enumerate(flat):
                 if torch.is_tensor(t) and t.requires_grad:
                     t.register_hook(lambda g, i=i, call=call: call["grads"].__setitem__(i, g.detach().clone()))
@@ -61,9 +67,8 @@ def capture_calls(model, step: Callable[[], object]) -> list[dict]:
 def _forward_backward(call: dict, autocast: Callable[[], AbstractContextManager]) -> None:
     import torch
     from torch.utils._pytree import tree_flatten
-    args = [a.detach().requires_grad_(True) if needs_grad else a for a, needs_grad in call["args"]]
     with autocast():
-        out = call["module"](*args, **call["kwargs"])
+        out = call["module"](*_fresh_leaves(call["args"]), **_fresh_leaves(call["kwargs"]))
     pairs = [(t, g) for t, g in zip(tree_flatten(out)[0], call["grads"]) if g is not None]
     if pairs:
         torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
