@@ -46,6 +46,11 @@ configuration can reach on this machine. CrossAlign runs its LLM blocks twice
 (LoRA student and frozen teacher) and backpropagates through both, so it has
 more FLOPs per step than the plain GPT2Model: floor x shows how much of that
 bf16 GEMMs can buy back.
+
+Breakdowns, after the timing: the top ``--profile_top`` aten operators by
+self time (``op_breakdown``: each op's median over ``--profile_steps``
+separately profiled steps) and, with ``--parts``, each top-level module's
+time against its own floor (``scripts/bench/parts.py``).
 """
 from __future__ import annotations
 
