@@ -431,9 +431,10 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     infer_flops = {r.name: sum(count_flops(r.infer).values()) for r in runners}
     ops = {r.name: op_breakdown(r.step, args.profile_top, args.profile_steps) for r in runners} \
         if args.profile_top else {}
-    from scripts.bench.parts import part_times
-    parts = {r.name: part_times(r.model, r.step, args.profile_steps, r._autocast) for r in runners} \
-        if args.parts else {}
+    parts = {}
+    if args.parts:
+        from scripts.bench.parts import part_times
+        parts = {r.name: part_times(r.model, r.step, args.profile_steps, r._autocast) for r in runners}
     scoring = {r.name: scoring_rate(r.model, args.score_points, args.seq_len, args.channels, args.score_batch_size,
                                     r.bf16)
                for r in runners if args.score_points and r.kind == "CrossAlign"}
