@@ -89,10 +89,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --baseline {baseline} is not a checkout of this repository (no scripts/bench/model.py); "
               "make one with `git worktree add /tmp/base <commit>`", file=sys.stderr)
         return 2
-    names, note = bm.config_names(args.configs, ("crossalign_fp32", "crossalign_bf16"))
-    unknown = [c for c in names if c not in bm.CONFIGS]
-    if unknown:
-        print(f"error: unknown --configs {unknown}; choose from {', '.join(bm.CONFIGS)}", file=sys.stderr)
+    try:
+        names, note = bm.config_names(args.configs, ("crossalign_fp32", "crossalign_bf16"))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     argv = bm.worker_argv(args, names, profiling=False)
     print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "

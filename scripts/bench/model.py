@@ -602,10 +602,14 @@ def config_names(configs: str | None, default: Sequence[str] = tuple(CONFIGS)) -
     Unset, it is ``default`` less the bf16 configurations when PyTorch has no fast bf16 matmul on this
     CPU (``cpu_bf16_native() is False``: bf16 GEMMs there run 7-70x slower than fp32, so a bf16 row
     would take hours and say nothing about the model); named explicitly they run, with the note.
+    Raises ValueError naming the unknown ones and the choices.
     """
     from utils.provenance import slow_bf16_reason
     names = [c.strip() for c in configs.split(",") if c.strip()] if configs is not None else list(default)
-    bf16 = [c for c in names if c in CONFIGS and CONFIGS[c][1]]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown --configs {unknown}; choose from {', '.join(CONFIGS)}")
+    bf16 = [c for c in names if CONFIGS[c][1]]
     why = slow_bf16_reason() if bf16 else None
     if why is None:
         return names, None
@@ -635,11 +639,12 @@ def worker_argv(args: argparse.Namespace, names: list[str], profiling: bool = Tr
 
 def main(args: argparse.Namespace) -> int:
     apply_setting(args)
-    names, note = config_names(args.configs)
+    try:
+        names, note = config_names(args.configs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     llms = [m.strip() for m in args.llm.split(",") if m.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown:
-        raise SystemExit(f"unknown --configs {unknown}; choose from {', '.join(CONFIGS)}")
     if args._worker:
         task, _, name = args._worker.partition(":")
         runs = _runs(names, llms)

@@ -93,6 +93,16 @@ def test_configs_default_to_all_where_bf16_matmuls_are_fast_or_unknown(monkeypat
     assert bm.config_names("crossalign_bf16, gpt2_fp32") == (["crossalign_bf16", "gpt2_fp32"], None)
 
 
+def test_unknown_configs_name_the_choices_and_exit_2(capsys):
+    with pytest.raises(ValueError, match=r"unknown --configs \['gpt3_fp32'\]; choose from crossalign_fp32"):
+        bm.config_names("crossalign_fp32,gpt3_fp32")
+    import argparse
+    parser = argparse.ArgumentParser()
+    bm.add_args(parser)
+    assert bm.main(parser.parse_args(["--configs", "gpt3_fp32"])) == 2
+    assert "error: unknown --configs ['gpt3_fp32']" in capsys.readouterr().err
+
+
 def test_configs_default_skips_bf16_on_a_cpu_without_fast_bf16_matmuls(monkeypatch):
     monkeypatch.setattr("utils.provenance.cpu_bf16_native", lambda: False)
     names, note = bm.config_names(None)
