@@ -13,14 +13,17 @@ What lives here:
 - ``selective_scan_ref``: the recurrence written step by step (the reference);
 - ``selective_scan_torch``: the same maths, fast, in plain PyTorch (CPU and
   CUDA, no custom kernels), with a hand-written backward (a reverse scan);
+- ``selective_scan_cpu``: the same again with its core in a compiled C kernel
+  (``layers.scan_kernel``, built on first use), falling back to the PyTorch
+  scan where there is no compiler, or for dtypes other than float32;
 - ``causal_depthwise_conv1d``: the block's causal convolution over time,
   channels last;
 - ``Mamba``: one module whose parameters are named and shaped exactly as in
   ``mamba_ssm.modules.mamba_simple.Mamba`` (``in_proj``, ``conv1d``,
   ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so a state_dict
   moves between backends unchanged. ``backend="auto"`` uses mamba_ssm's CUDA
-  selective scan when it is installed and the input is on CUDA, our scan
-  otherwise;
+  selective scan when it is installed and the input is on CUDA, the C kernel
+  on the CPU, our PyTorch scan otherwise;
 - ``MambaStack``: pre-norm residual Mamba blocks with a final norm.
 """
 from __future__ import annotations
@@ -32,10 +35,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from layers import scan_kernel
+
 BACKENDS = ("auto", "cuda", "torch")
 
-__all__ = ["selective_scan_ref", "selective_scan_torch", "causal_depthwise_conv1d", "cuda_ops_available",
-           "cuda_kernel_limits", "probe_cuda_ops", "Mamba", "MambaStack"]
+__all__ = ["selective_scan_ref", "selective_scan_torch", "selective_scan_cpu", "cpu_kernel_error",
+           "causal_depthwise_conv1d", "cuda_ops_available", "cuda_kernel_limits", "probe_cuda_ops", "Mamba",
+           "MambaStack"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -255,6 +261,31 @@ class _ScanCore(torch.autograd.Function):
         return gu, gdelta, gAt, gB, gC
 
 
+def _selective_scan(core: Callable[..., torch.Tensor], u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                    B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                    delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+    """What the scans share around their core: layout, dtype, delta's bias and softplus, the D skip, the z gate.
+    ``core(work_dtype)`` returns the autograd Function's ``apply`` to use."""
+    _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    out_dtype = u.dtype
+    work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
+    with torch.autocast(u.device.type, enabled=False):
+        # [B, D, L] -> [B, L, D]: free when the caller's tensor is a transposed [B, L, D] (as in Mamba)
+        tl = lambda t: t.to(work).transpose(1, 2).contiguous()  # noqa: E731
+        u_w = tl(u)
+        delta_w = tl(delta)
+        if delta_bias is not None:
+            delta_w = delta_w + delta_bias.to(work)
+        if delta_softplus:
+            delta_w = F.softplus(delta_w)
+        y = core(work)(u_w, delta_w, A.to(work).t().contiguous(), tl(B), tl(C))  # [B, L, D]
+        if D is not None:
+            y = torch.addcmul(y, u_w, D.to(work))
+        if z is not None:  # elementwise: any layout will do, no copy
+            y = y * F.silu(z.to(work).transpose(1, 2))
+    return y.to(out_dtype).transpose(1, 2)
+
+
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                          delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
@@ -271,24 +302,47 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     bits loses the state. Memory kept for the backward is O(B L D_in), not
     O(B L D_in N): states are recomputed chunk by chunk (see ``_ScanCore``).
     """
-    _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    out_dtype = u.dtype
-    work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
-    with torch.autocast(u.device.type, enabled=False):
-        # [B, D, L] -> [B, L, D]: free when the caller's tensor is a transposed [B, L, D] (as in Mamba)
-        tl = lambda t: t.to(work).transpose(1, 2).contiguous()  # noqa: E731
-        u_w = tl(u)
-        delta_w = tl(delta)
-        if delta_bias is not None:
-            delta_w = delta_w + delta_bias.to(work)
-        if delta_softplus:
-            delta_w = F.softplus(delta_w)
-        y = _ScanCore.apply(u_w, delta_w, A.to(work).t().contiguous(), tl(B), tl(C))  # [B, L, D]
-        if D is not None:
-            y = torch.addcmul(y, u_w, D.to(work))
-        if z is not None:  # elementwise: any layout will do, no copy
-            y = y * F.silu(z.to(work).transpose(1, 2))
-    return y.to(out_dtype).transpose(1, 2)
+    return _selective_scan(lambda work: _ScanCore.apply, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
+    """``selective_scan_torch`` with its core computed by the compiled C kernel (``layers.scan_kernel``)
+    when the scan runs in float32 on the CPU and the kernel passed its first-call check
+    (``cpu_kernel_error``); otherwise exactly ``selective_scan_torch``. Same arguments and result."""
+    def core(work: torch.dtype) -> Callable[..., torch.Tensor]:
+        use = u.device.type == "cpu" and work == torch.float32 and cpu_kernel_error() is None
+        return scan_kernel.KernelScanCore.apply if use else _ScanCore.apply
+    return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+_CPU_KERNEL_CHECKED: list[str | None] = []  # [None] once the kernel passed its check, [why not] once it failed
+
+
+def cpu_kernel_error() -> str | None:
+    """None when the C scan kernel is built and agrees with ``_ScanCore`` (forward and every gradient, on
+    a small problem with a partial channel block and several segments, run once per process), else why not."""
+    if not _CPU_KERNEL_CHECKED:
+        why = scan_kernel.unavailable_reason()
+        if why is None:
+            g = torch.Generator().manual_seed(0)
+            b, length, d, n = 3, 2 * scan_kernel.SEGMENT + 5, 13, 4
+            u, gy = torch.randn(b, length, d, generator=g), torch.randn(b, length, d, generator=g)
+            delta = F.softplus(torch.randn(b, length, d, generator=g) - 1)
+            At = -torch.rand(n, d, generator=g) - 0.5
+            B, C = torch.randn(b, length, n, generator=g), torch.randn(b, length, n, generator=g)
+            results = []
+            for core in (_ScanCore, scan_kernel.KernelScanCore):
+                args = [t.clone().requires_grad_() for t in (u, delta, At, B, C)]
+                y = core.apply(*args)
+                y.backward(gy)
+                results.append([y.detach()] + [a.grad for a in args])
+            errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
+            if not max(errors) < 1e-4:
+                why = f"it disagrees with the PyTorch scan (largest relative difference {max(errors):.1e})"
+        _CPU_KERNEL_CHECKED.append(why)
+    return _CPU_KERNEL_CHECKED[0]
 
 
 def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -437,7 +491,9 @@ class Mamba(nn.Module):
 
     Args:
         backend: "auto" (mamba_ssm CUDA scan when importable and the input is on
-            CUDA, else our torch scan), "cuda" (require mamba_ssm), "torch" (always ours).
+            CUDA; on the CPU our C kernel, ``selective_scan_cpu``; else our PyTorch
+            scan), "cuda" (require mamba_ssm), "torch" (always our PyTorch scan).
+            ``backend_used`` says which ran last: "mamba_ssm", "cpu_kernel" or "torch".
     forward: ``x [B, L, d_model] -> [B, L, d_model]``; causal in time.
     """
 
@@ -458,7 +514,7 @@ class Mamba(nn.Module):
             raise ValueError(f"{self._limits}; change those flags or use --ssm_backend auto/torch")
         if backend == "cuda" and not cuda_ops_available():
             raise RuntimeError(_cuda_missing_message())
-        self.backend_used: str | None = None  # "mamba_ssm" or "torch", set on the first forward
+        self.backend_used: str | None = None  # "mamba_ssm", "cpu_kernel" or "torch", set on each forward
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -514,7 +570,9 @@ class Mamba(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects [batch, length, d_model={self.d_model}], got {tuple(x.shape)}")
         use_cuda = self._use_cuda(x)
-        self.backend_used = "mamba_ssm" if use_cuda else "torch"
+        use_kernel = (not use_cuda and self.backend == "auto" and x.device.type == "cpu"
+                      and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and cpu_kernel_error() is None)
+        self.backend_used = "mamba_ssm" if use_cuda else "cpu_kernel" if use_kernel else "torch"
         ops = _load_cuda_ops() if use_cuda else None
         xz = self.in_proj(x)  # [B, L, 2E]
         xs, z = xz.chunk(2, dim=-1)  # [B, L, E] each
@@ -530,7 +588,8 @@ class Mamba(nn.Module):
         u, delta, B, C, z = xs.mT, dt.mT, B.mT, C.mT, z.mT
         if use_cuda:  # the CUDA kernel wants unit stride along time
             u, delta, B, C, z = (t.contiguous() for t in (u, delta, B, C, z))
-        scan: Callable[..., torch.Tensor] = ops["scan"] if use_cuda else selective_scan_torch
+        scan: Callable[..., torch.Tensor] = (ops["scan"] if use_cuda else selective_scan_cpu if use_kernel
+                                             else selective_scan_torch)
         y = scan(u, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         return self.out_proj(y.mT)  # [B, L, d_model]
 

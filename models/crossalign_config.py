@@ -47,8 +47,10 @@ class CrossAlignConfig:
     fft: int = _opt(1, "0: keep the Mamba output in time (ablation)", "paper", FREQ, (0, 1))
     freq_branch: int = _opt(1, "0: drop the Mamba/FFT branch and the cross-attention (ablation)", "paper", FREQ,
                             (0, 1))
-    ssm_backend: str = _opt("auto", "selective scan: mamba_ssm's CUDA kernels on CUDA (auto), or ours (torch)",
-                            "ours", FREQ, ("auto", "cuda", "torch"))
+    ssm_backend: str = _opt("auto", "selective scan: auto = mamba_ssm's CUDA kernels on CUDA, our C kernel on the "
+                            "CPU (built on first use; without a C compiler, or in float64, the PyTorch scan); "
+                            "cuda = require mamba_ssm; torch = always our PyTorch scan", "ours", FREQ,
+                            ("auto", "cuda", "torch"))
 
     @classmethod
     def from_args(cls, args) -> "CrossAlignConfig":

@@ -3,6 +3,8 @@
 Compares, on the same inputs and side by side in one run:
 
 - ``torch (ours)``: ``layers.mamba.selective_scan_torch``;
+- ``C kernel (ours)``: ``layers.mamba.selective_scan_cpu`` (the compiled CPU kernel of
+  ``layers.scan_kernel``; CPU only, shown when it builds);
 - ``mambapy.pscan``: the mambapy package's selective-scan path
   (``mambapy.mamba.MambaBlock.selective_scan``, which forms ``exp(delta A)``
   and ``delta B u`` and calls the Blelloch parallel scan ``mambapy.pscan``),
@@ -32,7 +34,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from layers.mamba import cuda_ops_available, selective_scan_ref, selective_scan_torch
+from layers.mamba import (cpu_kernel_error, cuda_ops_available, selective_scan_cpu, selective_scan_ref,
+                          selective_scan_torch)
 
 ScanFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
@@ -77,6 +80,13 @@ def _ours(x: dict[str, torch.Tensor]) -> torch.Tensor:
     y = selective_scan_torch(t(x["u"]), t(x["delta"]), x["A"], t(x["B"]), t(x["C"]), x["D"], z=t(x["z"]),
                              delta_bias=x["delta_bias"], delta_softplus=True)
     return y.transpose(1, 2)  # [B, L, E]
+
+
+def _kernel(x: dict[str, torch.Tensor]) -> torch.Tensor:
+    t = lambda v: v.transpose(1, 2)  # noqa: E731
+    y = selective_scan_cpu(t(x["u"]), t(x["delta"]), x["A"], t(x["B"]), t(x["C"]), x["D"], z=t(x["z"]),
+                           delta_bias=x["delta_bias"], delta_softplus=True)
+    return y.transpose(1, 2)
 
 
 def _reference(x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,6 +163,12 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
     dtypes = (args.dtypes or ("fp32,bf16" if device.type == "cuda" else "fp32")).split(",")
     impls: list[tuple[str, ScanFn]] = [("torch (ours)", _ours)]
+    if device.type == "cpu":
+        why = cpu_kernel_error()
+        if why is None:
+            impls.append(("C kernel (ours)", _kernel))
+        else:
+            print(f"no C kernel row: {why}")
     try:
         import mambapy.pscan  # noqa: F401
         impls.append(("mambapy.pscan", _mambapy))

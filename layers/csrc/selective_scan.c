@@ -1,0 +1,199 @@
+/* Mamba's selective scan (Gu & Dao 2023) on the CPU: forward and backward, float32, channels last.
+ *
+ * Built and loaded by layers/scan_kernel.py (plain C11 with GNU vector extensions, no Python or torch
+ * headers; called through ctypes). The maths is that of layers/mamba.py's _ScanCore, whose docstring
+ * derives the backward; here every [B, T, N, D] intermediate of the PyTorch version stays in registers
+ * or in a per-thread buffer of one segment, and each element's decay exp(delta A) is computed once per
+ * pass instead of being written to and read back from memory by separate operators.
+ *
+ * Layout: u, delta, y, gy, gu, gdelta [B, L, D]; At = A^T and At2 = A^T log2(e) [N, D]; Bm, Cm, gB, gC
+ * [B, L, N]; hs [B, nseg - 1, N, D], the state entering each segment of S time steps after the first,
+ * written by the forward and read by the backward, which recomputes a segment's states from it.
+ * Channels are processed W at a time (one vector); a last partial block is padded with zeros, which
+ * contribute nothing to any sum. Batch rows are independent: they are split across OpenMP threads when
+ * built with -fopenmp (inside PyTorch the process's libgomp, so the threads are PyTorch's own); gA, a sum
+ * over the batch, is kept per thread.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define W 8
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
+typedef uint32_t vu __attribute__((vector_size(4 * W)));
+
+static inline vf load(const float *p, int64_t w) { vf v = {0}; memcpy(&v, p, w * sizeof(float)); return v; }
+static inline void store(float *p, vf v, int64_t w) { memcpy(p, &v, w * sizeof(float)); }
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
+static inline float hsum(vf v) { float s = 0.0f; for (int k = 0; k < W; k++) s += v[k]; return s; }
+
+/* 2^x = 2^i 2^f with i = round(x) put in the exponent bits and 2^f, |f| <= 1/2, from its Taylor polynomial
+ * of degree 6 (relative error < 2e-7, about float32's rounding). x is clamped to [-127, 128] first, so that
+ * below about -126.5 the exponent bits are 0 (the result is 0, where float32 turns subnormal) and from about
+ * 127.5 they are all ones (+inf); a NaN x passes the clamp and the polynomial, and comes out NaN. */
+static inline vf exp2v(vf x) {
+    x = blend(x < -127.0f, splat(-127.0f), x);
+    x = blend(x > 128.0f, splat(128.0f), x);
+    vf xr = x + 0.5f;
+    vi i = __builtin_convertvector(xr, vi);             /* toward zero */
+    i += (vi)(__builtin_convertvector(i, vf) > xr);     /* minus one where that rounded up: floor(x + 1/2) */
+    vf f = x - __builtin_convertvector(i, vf);          /* [-1/2, 1/2] */
+    vf p = splat(1.540353039e-04f);                     /* coefficients ln(2)^k / k! */
+    p = p * f + 1.333355815e-03f;
+    p = p * f + 9.618129108e-03f;
+    p = p * f + 5.550410866e-02f;
+    p = p * f + 2.402265070e-01f;
+    p = p * f + 6.931471806e-01f;
+    p = p * f + 1.000000000e+00f;
+    return p * (vf)(((vu)i + 127u) << 23);
+}
+
+/* forward over all time steps of one batch row, channels [d0, d0 + w), w <= W */
+static inline __attribute__((always_inline)) void fwd_block(
+    int64_t L, int64_t D, int64_t N, int64_t S, int64_t w, int64_t d0,
+    const float *u, const float *dl, const float *A2, const float *Bm, const float *Cm,
+    float *y, float *hs, vf *h, vf *a)
+{
+    for (int64_t n = 0; n < N; n++) { a[n] = load(A2 + n * D + d0, w); h[n] = splat(0.0f); }
+    for (int64_t t = 0; t < L; t++) {
+        if (hs && t > 0 && t % S == 0)
+            for (int64_t n = 0; n < N; n++) store(hs + (t / S - 1) * N * D + n * D + d0, h[n], w);
+        vf dt = load(dl + t * D + d0, w), dtu = dt * load(u + t * D + d0, w), acc = splat(0.0f);
+        const float *bt = Bm + t * N, *ct = Cm + t * N;
+        for (int64_t n = 0; n < N; n++) {
+            h[n] = exp2v(dt * a[n]) * h[n] + dtu * bt[n];   /* h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t */
+            acc += ct[n] * h[n];                             /* y_t = <h_t, C_t> */
+        }
+        store(y + t * D + d0, acc, w);
+    }
+}
+
+/* rows split across `threads` OpenMP threads (one without OpenMP); hs may be NULL (no backward to follow);
+ * returns 0, or 1 when out of memory */
+int scan_fwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int threads,
+             const float *u, const float *delta, const float *At2, const float *Bm, const float *Cm,
+             float *y, float *hs)
+{
+    int64_t nseg = (L + S - 1) / S;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads)
+    {
+        vf *h = aligned_alloc(sizeof(vf), 2 * N * sizeof(vf)), *a = h + N;
+        if (!h) failed = 1;
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            if (!h) continue;
+            const float *ub = u + b * L * D, *db = delta + b * L * D, *Bb = Bm + b * L * N, *Cb = Cm + b * L * N;
+            float *yb = y + b * L * D, *hb = hs ? hs + b * (nseg - 1) * N * D : NULL;
+            int64_t d0 = 0;
+            for (; d0 + W <= D; d0 += W) fwd_block(L, D, N, S, W, d0, ub, db, At2, Bb, Cb, yb, hb, h, a);
+            if (d0 < D) fwd_block(L, D, N, S, D - d0, d0, ub, db, At2, Bb, Cb, yb, hb, h, a);
+        }
+        free(h);
+    }
+    return failed;
+}
+
+/* one segment [t0, t1) of one batch row, channels [d0, d0 + w): recompute the segment's states from the
+ * one entering it (h_in, NULL for zero), then run the reverse recurrence, g_t = gy_t C_t + carry with
+ * carry = exp(delta_{t+1} A) g_{t+1}. carry and ga belong to this channel block; pB, pC [S * N] collect
+ * per-lane partial sums over channels of dB and dC (summed across lanes once per segment) */
+static inline __attribute__((always_inline)) void bwd_segment(
+    int64_t D, int64_t N, int64_t t0, int64_t t1, int64_t w, int64_t d0,
+    const float *u, const float *dl, const float *At, const float *A2, const float *Bm, const float *Cm,
+    const float *h_in, const float *gy, float *gu, float *gd,
+    vf *hbuf, vf *carry, vf *a, vf *a1, vf *ga, vf *pB, vf *pC, vf *dabuf)
+{
+    for (int64_t n = 0; n < N; n++) {
+        a[n] = load(A2 + n * D + d0, w); a1[n] = load(At + n * D + d0, w);
+        hbuf[n] = h_in ? load(h_in + n * D + d0, w) : splat(0.0f);
+    }
+    /* hbuf[k * N + n]: k = 0 the state entering the segment, k > 0 the state after step t0 + k - 1 */
+    for (int64_t t = t0; t < t1; t++) {
+        vf dt = load(dl + t * D + d0, w), dtu = dt * load(u + t * D + d0, w);
+        const vf *hp = hbuf + (t - t0) * N;
+        vf *hc = hbuf + (t - t0 + 1) * N;
+        const float *bt = Bm + t * N;
+        vf *dat = dabuf + (t - t0) * N;
+        for (int64_t n = 0; n < N; n++) { dat[n] = exp2v(dt * a[n]); hc[n] = dat[n] * hp[n] + dtu * bt[n]; }
+    }
+    for (int64_t t = t1 - 1; t >= t0; t--) {
+        vf dt = load(dl + t * D + d0, w), ut = load(u + t * D + d0, w), gyt = load(gy + t * D + d0, w);
+        vf dtu = dt * ut, sgB = splat(0.0f), sq = splat(0.0f);
+        const vf *hp = hbuf + (t - t0) * N, *hc = hp + N;
+        const float *bt = Bm + t * N, *ct = Cm + t * N;
+        vf *pBt = pB + (t - t0) * N, *pCt = pC + (t - t0) * N;
+        for (int64_t n = 0; n < N; n++) {
+            vf g = gyt * ct[n] + carry[n];      /* dLoss/dh_t */
+            vf da = dabuf[(t - t0) * N + n];
+            vf q = g * da * hp[n];              /* dLoss/d(delta_t A) */
+            sgB += g * bt[n];
+            sq += q * a1[n];
+            ga[n] += q * dt;                    /* dA = sum_{b,t} q delta */
+            pBt[n] += g * dtu;                  /* dB_t = sum_d g delta u */
+            pCt[n] += gyt * hc[n];              /* dC_t = sum_d gy h */
+            carry[n] = da * g;
+        }
+        store(gu + t * D + d0, sgB * dt, w);                /* du = delta sum_n g B */
+        store(gd + t * D + d0, sq + sgB * ut, w);           /* ddelta = sum_n q A + u sum_n g B */
+    }
+}
+
+/* rows split across `threads` OpenMP threads as in scan_fwd; gu, gd, gB, gC overwritten; gA_parts
+ * [threads, N, D] zeroed by the caller, slot k the sum over thread k's rows (the caller adds them up,
+ * in a fixed order); returns 0, or 1 when out of memory */
+int scan_bwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int threads,
+             const float *u, const float *delta, const float *At, const float *At2, const float *Bm,
+             const float *Cm, const float *hs, const float *gy,
+             float *gu, float *gd, float *gA_parts, float *gB, float *gC)
+{
+    int64_t nseg = (L + S - 1) / S, nblk = (D + W - 1) / W;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads)
+    {
+        int k_thread = 0;
+#ifdef _OPENMP
+        k_thread = omp_get_thread_num();
+#endif
+        float *gA = gA_parts + k_thread * N * D;
+        vf *hbuf = aligned_alloc(sizeof(vf), ((S + 1) * N + 2 * N + 2 * nblk * N + 3 * S * N) * sizeof(vf));
+        if (!hbuf) failed = 1;
+        vf *a = hbuf + (S + 1) * N, *a1 = a + N, *carry = a1 + N, *ga = carry + nblk * N, *pB = ga + nblk * N,
+           *pC = pB + S * N, *dabuf = pC + S * N;
+        if (hbuf)
+            for (int64_t k = 0; k < nblk * N; k++) ga[k] = splat(0.0f);
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            if (!hbuf) continue;
+            int64_t o = b * L * D, on = b * L * N;
+            for (int64_t k = 0; k < nblk * N; k++) carry[k] = splat(0.0f);
+            for (int64_t s = nseg - 1; s >= 0; s--) {
+                int64_t t0 = s * S, t1 = t0 + S < L ? t0 + S : L;
+                const float *h_in = s > 0 ? hs + (b * (nseg - 1) + s - 1) * N * D : NULL;
+                for (int64_t k = 0; k < 2 * S * N; k++) pB[k] = splat(0.0f);
+                int64_t k = 0;
+                for (; k * W + W <= D; k++)
+                    bwd_segment(D, N, t0, t1, W, k * W, u + o, delta + o, At, At2, Bm + on, Cm + on, h_in, gy + o,
+                                gu + o, gd + o, hbuf, carry + k * N, a, a1, ga + k * N, pB, pC, dabuf);
+                if (k * W < D)
+                    bwd_segment(D, N, t0, t1, D - k * W, k * W, u + o, delta + o, At, At2, Bm + on, Cm + on, h_in,
+                                gy + o, gu + o, gd + o, hbuf, carry + k * N, a, a1, ga + k * N, pB, pC, dabuf);
+                for (int64_t t = t0; t < t1; t++)
+                    for (int64_t n = 0; n < N; n++) {
+                        gB[on + t * N + n] = hsum(pB[(t - t0) * N + n]);
+                        gC[on + t * N + n] = hsum(pC[(t - t0) * N + n]);
+                    }
+            }
+        }
+        if (hbuf)
+            for (int64_t k = 0; k < nblk; k++)
+                for (int64_t n = 0; n < N; n++) store(gA + n * D + k * W, ga[k * N + n], k * W + W <= D ? W : D - k * W);
+        free(hbuf);
+    }
+    return failed;
+}
