@@ -322,27 +322,34 @@ _CPU_KERNEL_CHECKED: list[str | None] = []  # [None] once the kernel passed its 
 
 def cpu_kernel_error() -> str | None:
     """None when the C scan kernel is built and agrees with ``_ScanCore`` (forward and every gradient, on
-    a small problem with a partial channel block and several segments, run once per process), else why not."""
+    a small problem with a partial channel block and several segments, run once per process), else why not.
+    The first call may come from inside ``torch.inference_mode()`` (scoring): the check runs with autograd on."""
     if not _CPU_KERNEL_CHECKED:
         why = scan_kernel.unavailable_reason()
         if why is None:
-            g = torch.Generator().manual_seed(0)
-            b, length, d, n = 3, 2 * scan_kernel.SEGMENT + 5, 13, 4
-            u, gy = torch.randn(b, length, d, generator=g), torch.randn(b, length, d, generator=g)
-            delta = F.softplus(torch.randn(b, length, d, generator=g) - 1)
-            At = -torch.rand(n, d, generator=g) - 0.5
-            B, C = torch.randn(b, length, n, generator=g), torch.randn(b, length, n, generator=g)
-            results = []
-            for core in (_ScanCore, scan_kernel.KernelScanCore):
-                args = [t.clone().requires_grad_() for t in (u, delta, At, B, C)]
-                y = core.apply(*args)
-                y.backward(gy)
-                results.append([y.detach()] + [a.grad for a in args])
-            errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
-            if not max(errors) < 1e-4:
-                why = f"it disagrees with the PyTorch scan (largest relative difference {max(errors):.1e})"
+            with torch.inference_mode(False), torch.enable_grad():
+                why = _compare_kernel_with_torch_scan()
         _CPU_KERNEL_CHECKED.append(why)
     return _CPU_KERNEL_CHECKED[0]
+
+
+def _compare_kernel_with_torch_scan() -> str | None:
+    g = torch.Generator().manual_seed(0)
+    b, length, d, n = 3, 2 * scan_kernel.SEGMENT + 5, 13, 4
+    u, gy = torch.randn(b, length, d, generator=g), torch.randn(b, length, d, generator=g)
+    delta = F.softplus(torch.randn(b, length, d, generator=g) - 1)
+    At = -torch.rand(n, d, generator=g) - 0.5
+    B, C = torch.randn(b, length, n, generator=g), torch.randn(b, length, n, generator=g)
+    results = []
+    for core in (_ScanCore, scan_kernel.KernelScanCore):
+        args = [t.clone().requires_grad_() for t in (u, delta, At, B, C)]
+        y = core.apply(*args)
+        y.backward(gy)
+        results.append([y.detach()] + [a.grad for a in args])
+    errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
+    if not max(errors) < 1e-4:
+        return f"it disagrees with the PyTorch scan (largest relative difference {max(errors):.1e})"
+    return None
 
 
 def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -186,3 +186,12 @@ def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch):
     stack(torch.randn(2, 10, 8))
     assert stack.layers[0].mixer.backend_used == "torch"
 
+
+
+def test_first_use_inside_inference_mode_checks_and_runs_the_kernel(kernel, fresh_loader):
+    """Scoring runs under torch.inference_mode(): the first-call check, which needs gradients, must still work."""
+    stack = MambaStack(8, n_layers=1, backend="auto")
+    with torch.inference_mode():
+        y = stack(torch.randn(2, 10, 8))
+    assert torch.isfinite(y).all() and stack.layers[0].mixer.backend_used == "cpu_kernel"
+    assert mamba_mod.cpu_kernel_error() is None
