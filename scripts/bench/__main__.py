@@ -1,4 +1,4 @@
-"""Benchmarks that print tables: `python -m scripts.bench {scan,model,metrics,memory,gpu} [options]`.
+"""Benchmarks that print tables: `python -m scripts.bench {scan,model,ab,metrics,memory,gpu} [options]`.
 
 They sit above the code they measure (they import run.py, models/, layers/ and utils/), outside the
 library. Each benchmark lives in its own module (`scripts/bench/<name>.py`) exposing
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 BENCHMARKS = {
-    "scan": ("scripts.bench.scan", "selective scan: our torch scan vs mambapy (and mamba_ssm on CUDA)"),
+    "scan": ("scripts.bench.scan", "selective scan: our PyTorch scan and C kernel vs mambapy (and mamba_ssm on CUDA)"),
     "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
     "ab": ("scripts.bench.ab", "this checkout's model benchmark against another checkout's, taking turns"),
     "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),

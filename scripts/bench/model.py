@@ -47,6 +47,16 @@ configuration can reach on this machine. CrossAlign runs its LLM blocks twice
 more FLOPs per step than the plain GPT2Model: floor x shows how much of that
 bf16 GEMMs can buy back.
 
+Matmul replay (``--replay 1``, the default; ``scripts/bench/replay.py``):
+every call of a training step and of an inference pass to an op the FLOP
+count covers, recorded on the last warm-up step, is replayed alone at its own
+shapes, strides and dtype after each timed round. *matmul ms* (median) is the
+step's time if only its matmuls ran; *matmul/step* the share of the step in
+matrix products (what fusing or removing other work can still win is the
+rest); *floor/matmul* how fast the step's own shapes run against the block
+GEMM (what only a faster GEMM or other dimensions change). floor/step =
+matmul/step x floor/matmul.
+
 Breakdowns, after the timing: the top ``--profile_top`` aten operators by
 self time (``op_breakdown``: each op's median over ``--profile_steps``
 separately profiled steps) and, with ``--parts``, each top-level module's
@@ -110,6 +120,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "output gradient it had in a step) against its own GEMM floor (scripts/bench/parts.py)")
     parser.add_argument("--profile_steps", type=int, default=3,
                         help="training steps profiled one at a time for that breakdown; each op's median over them")
+    parser.add_argument("--replay", type=int, default=1, choices=(0, 1),
+                        help="1: also replay every matmul of a training step and of an inference pass alone, at its "
+                             "own shapes and strides, after each timed step (scripts/bench/replay.py): the share of "
+                             "the step spent in matrix products and how fast its shapes run; 0: skip")
     parser.add_argument("--score_points", type=int, default=0,
                         help="also time scoring (exp's score_windows, inference mode) of a random [N, C] series "
                              "with windows every seq_len, e.g. 427617 = SMAP's test split; 0: skip")
@@ -398,8 +412,15 @@ def _setup(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> list
     return runners
 
 
+def matmul_ms(rows: list[dict] | None) -> float | None:
+    """The replayed matmul time of a step or pass (``scripts.bench.replay``): each call's median ms x its count."""
+    return sum(r["ms"] * r["count"] for r in rows) if rows else None
+
+
 def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dict:
     import torch
+
+    from scripts.bench.replay import Replay, record_matmuls
     runners = _setup(runs, args)
     train = {r.name: [] for r in runners}
     infer = {r.name: [] for r in runners}
@@ -409,8 +430,14 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     operands = {dims: gemm_operands(m, *dims, precisions) for dims in dict.fromkeys(r.dims for r in runners)}
     gemm = {(dims, prec): [] for dims, by_prec in operands.items() for prec in by_prec}
     gemm_fwd = {key: [] for key in gemm}
+    # each configuration's matmuls: recorded by its last warm-up step, replayed alone after every timed round
+    replays: dict[str, Replay] = {}
     for i in range(args.warmup + args.steps):
         for r in runners:
+            if args.replay and i == max(0, args.warmup - 1) and r.name not in replays:
+                replays[r.name] = Replay(record_matmuls(r.step))  # an extra untimed step without warm-up
+                if i < args.warmup:
+                    continue
             dt = r.train_step()
             if i >= args.warmup:
                 train[r.name].append(dt)
@@ -420,12 +447,23 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
             if i >= args.warmup:
                 rates.append(rate)
                 gemm_fwd[dims, prec].append(fwd)
+        for replay in replays.values() if i >= args.warmup else ():
+            replay.time_pass()
     del operands
+    train_matmuls = {name: replay.rows() for name, replay in replays.items()}
+    replays = {}
     for i in range(1 + args.infer_steps):
         for r in runners:
+            if args.replay and i == 0:  # the warm-up pass records
+                replays[r.name] = Replay(record_matmuls(r.infer))
+                continue
             dt = r.infer()
             if i >= 1:
                 infer[r.name].append(dt)
+        for replay in replays.values() if i >= 1 else ():
+            replay.time_pass()
+    infer_matmuls = {name: replay.rows() for name, replay in replays.items()}
+    del replays
     # FLOPs are counted on one more step after every timed one, so that the counter's overhead pollutes no time
     flops = {r.name: count_flops(r.step) for r in runners}  # the Adam step runs no counted (matmul) op
     infer_flops = {r.name: sum(count_flops(r.infer).values()) for r in runners}
@@ -450,7 +488,9 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                        "threads": torch.get_num_threads(), "block": _block_key(r.dims),
                        "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name],
                        "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, []),
-                       "profile_steps": args.profile_steps, "parts": parts.get(r.name, []),
+                       "profile_steps": args.profile_steps, "profile_top": args.profile_top,
+                       "parts": parts.get(r.name, []),
+                       "matmuls": train_matmuls.get(r.name), "infer_matmuls": infer_matmuls.get(r.name),
                        "scoring": scoring.get(r.name)}
     blocks: dict[str, dict] = {}
     for (dims, prec), rates in gemm.items():
@@ -503,9 +543,16 @@ def _add_roofline(results: list[dict], gemm: dict) -> None:
         r.update({"train_gflop": r["train_flops"] / 1e9, "gemm_gflops_s": rate,
                   "gemm_floor_ms": floor["floor_ms"], "floor_x": floor["floor_x"],
                   "infer_gflop": r.get("infer_flops", 0) / 1e9, "gemm_forward_gflops_s": fwd_rate,
-                  "infer_floor_ms": gemm_floor(r.get("infer_flops", 0), fwd_rate)["floor_ms"]})
+                  "infer_floor_ms": gemm_floor(r.get("infer_flops", 0), fwd_rate)["floor_ms"],
+                  "matmul_ms": matmul_ms(r.get("matmuls")), "infer_matmul_ms": matmul_ms(r.get("infer_matmuls"))})
         for part in r.get("parts", []):
             part["floor_ms"] = gemm_floor(part["flops"], rate)["floor_ms"]
+
+
+def _replay_cells(floor_ms: float, matmuls: float | None, measured_ms: float) -> str:
+    if not matmuls:
+        return f"{'-':>10}{'-':>12}{'-':>13}"
+    return f"{matmuls:>10.0f}{matmuls / measured_ms:>12.0%}{floor_ms / matmuls:>13.0%}"
 
 
 def _table(results: list[dict], gemm: dict) -> str:
@@ -530,20 +577,28 @@ def _table(results: list[dict], gemm: dict) -> str:
     lines += ["", f"roofline: GEMM rate measured here (the four weight GEMMs of each configuration's own block, "
                   f"d x d_ff, at M=B*L={gemm['m']}, forward + grad-input + grad-weight; median of {gemm['repeats']} "
                   f"passes, one after each round of timed steps): {rates} GFLOP/s"]
+    replayed = any(r.get("matmul_ms") for r in results)
     head = (f"{'configuration':<{w}}{'GFLOP/step':>11}{'GEMM GFLOP/s':>13}{'GEMM floor ms':>14}"
-            f"{'train ms/step':>14}{'floor/step':>11}{'floor x':>9}{'train x':>9}")
+            f"{'train ms/step':>14}{'floor/step':>11}"
+            + (f"{'matmul ms':>10}{'matmul/step':>12}{'floor/matmul':>13}" if replayed else "")
+            + f"{'floor x':>9}{'train x':>9}")
     lines += [head, "-" * len(head)]
     for r in results:
         fx = f"{r['floor_x']:.2f}" if r["floor_x"] is not None else "-"
         tx = f"{ref['train_ms'] / r['train_ms']:.2f}" if ref else "-"
         lines.append(f"{_label(r, multi):<{w}}{r['train_gflop']:>11.1f}{r['gemm_gflops_s']:>13.0f}"
-                     f"{r['gemm_floor_ms']:>14.0f}{r['train_ms']:>14.0f}"
-                     f"{r['gemm_floor_ms'] / r['train_ms']:>11.0%}{fx:>9}{tx:>9}")
+                     f"{r['gemm_floor_ms']:>14.0f}{r['train_ms']:>14.0f}{r['gemm_floor_ms'] / r['train_ms']:>11.0%}"
+                     + (_replay_cells(r["gemm_floor_ms"], r.get("matmul_ms"), r["train_ms"]) if replayed else "")
+                     + f"{fx:>9}{tx:>9}")
     lines += ["GFLOP/step: matmul FLOPs of one train step, forward + backward, as FlopCounterMode counts them (mm,",
               "  addmm, bmm, convolution; CPU fused attention, which it misses, counted by us as dense L x S);",
               "  elementwise ops, norms, softmax, FFT, the scan's arithmetic and Adam are not counted",
               "GEMM floor = GFLOP/step / GEMM rate of its precision: the step's time if every matmul ran at that rate",
               "  and everything else were free; floor/step = floor / measured step"]
+    if replayed:
+        lines += ["matmul ms = the step's own matmuls replayed alone at their shapes and strides after each timed",
+                  "  round (median; scripts/bench/replay.py): matmul/step = the share of the step in matrix products,",
+                  "  floor/matmul = how fast the step's shapes run against the block GEMM; their product is floor/step"]
     if ref:
         lines += [f"floor x = {ref['model']} fp32's measured train ms / this floor: the best train x this configuration",
                   "  can reach against that reference on this machine"]
@@ -551,11 +606,24 @@ def _table(results: list[dict], gemm: dict) -> str:
     fwd = "; ".join(f"{key} blocks " + ", ".join(f"{p} {r:.0f}" for p, r in b["forward_gflops_s"].items())
                     for key, b in gemm["blocks"].items())
     lines += ["", f"inference roofline: forward GEMM rate {fwd} GFLOP/s"]
-    head = f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
+    head = (f"{'configuration':<{w}}{'GFLOP/pass':>11}{'GEMM floor ms':>14}{'infer ms':>10}{'floor/pass':>11}"
+            + (f"{'matmul ms':>10}{'matmul/pass':>12}{'floor/matmul':>13}" if replayed else ""))
     lines += [head, "-" * len(head)]
     for r in results:
         lines.append(f"{_label(r, multi):<{w}}{r['infer_gflop']:>11.1f}{r['infer_floor_ms']:>14.0f}"
-                     f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}")
+                     f"{r['infer_ms']:>10.0f}{r['infer_floor_ms'] / r['infer_ms']:>11.0%}"
+                     + (_replay_cells(r["infer_floor_ms"], r.get("infer_matmul_ms"), r["infer_ms"]) if replayed
+                        else ""))
+    for r in results:
+        if r.get("matmuls"):
+            top = sorted(r["matmuls"], key=lambda m: m["ms"] * m["count"], reverse=True)[:r.get("profile_top") or 10]
+            lines += ["", f"{_label(r, multi)}: the training step's matmuls replayed alone, top {len(top)} by time "
+                          f"(of {sum(m['count'] for m in r['matmuls'])} calls, {len(r['matmuls'])} distinct; "
+                          "median over the rounds)"]
+            lines += [f"  {'op':<24}{'calls':>6}{'ms each':>9}{'ms':>8}{'GFLOP/s':>9}  operand shapes"]
+            lines += [f"  {m['op'][:23]:<24}{m['count']:>6}{m['ms']:>9.2f}{m['ms'] * m['count']:>8.0f}"
+                      f"{m['flops'] / m['ms'] / 1e6 if m['ms'] else 0:>9.1f}  "
+                      + " ".join("x".join(map(str, sh)) for sh in m["shapes"]) for m in top]
     for r in results:
         if r.get("ops"):
             lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of a training step by self time "
@@ -622,7 +690,7 @@ def config_names(configs: str | None, default: Sequence[str] = tuple(CONFIGS)) -
 def worker_argv(args: argparse.Namespace, names: list[str], profiling: bool = True) -> list[str]:
     """The options of ``args`` (after ``apply_setting``) as a worker process's command line, configurations ``names``.
 
-    ``profiling=False`` leaves out the breakdown options (``--profile_steps``, ``--parts``), which older
+    ``profiling=False`` leaves out the breakdown options (``--profile_steps``, ``--parts``, ``--replay``), which older
     checkouts' workers (``scripts.bench ab``'s baseline) do not know and do not use.
     """
     argv = [f"--batch_size={args.batch_size}", f"--seq_len={args.seq_len}", f"--channels={args.channels}",
@@ -633,7 +701,8 @@ def worker_argv(args: argparse.Namespace, names: list[str], profiling: bool = Tr
             f"--score_batch_size={args.score_batch_size}"] \
         + ([f"--threads={args.threads}"] if args.threads else [])
     if profiling:
-        argv += [f"--profile_steps={args.profile_steps}"] + (["--parts"] if args.parts else [])
+        argv += [f"--profile_steps={args.profile_steps}", f"--replay={args.replay}"] \
+            + (["--parts"] if args.parts else [])
     return argv
 
 
