@@ -434,7 +434,7 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     replays: dict[str, Replay] = {}
     for i in range(args.warmup + args.steps):
         for r in runners:
-            if args.replay and i == max(0, args.warmup - 1) and r.name not in replays:
+            if args.replay and i == max(0, args.warmup - 1):
                 replays[r.name] = Replay(record_matmuls(r.step))  # an extra untimed step without warm-up
                 if i < args.warmup:
                     continue

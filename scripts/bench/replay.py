@@ -23,9 +23,47 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["record_matmuls", "Replay"]
+
+
+@dataclass(frozen=True)
+class _Operand:
+    """A floating-point tensor argument, described by its layout: replayed on pool values."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: object
+
+    def span(self) -> int:
+        """Elements the layout spans (an expanded, stride-0 dimension spans one)."""
+        return 0 if 0 in self.shape else 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride))
+
+    def build(self, pool):
+        """A tensor of this layout (any strides, overlapping ones too: a bias broadcast with stride 0), a strided
+        view of its own copy of ``pool``'s head (a flat random float32 tensor at least ``span()`` long)."""
+        import torch
+        return torch.as_strided(pool[:self.span()].to(self.dtype, copy=True), self.shape, self.stride)
+
+
+@dataclass(frozen=True)
+class _Values:
+    """A tensor argument of another dtype (a seed, an offset, a mask): replayed as recorded, keyed by its values."""
+    key: tuple
+    tensor: object = field(compare=False)
+
+
+def _describe(value):
+    """One argument leaf as recorded: a floating-point tensor by its layout, another tensor by its values,
+    anything else as it is."""
+    import torch
+    if not torch.is_tensor(value):
+        return value
+    if value.is_floating_point():
+        return _Operand(tuple(value.shape), tuple(value.stride()), value.dtype)
+    t = value.detach().clone()
+    return _Values((tuple(t.shape), t.dtype, tuple(t.flatten().tolist())), t)
 
 
 def _counted_ops() -> set:
@@ -36,61 +74,11 @@ def _counted_ops() -> set:
     return set(flop_registry) | set(_flop_formulas())
 
 
-def _describe(value):
-    """A hashable description of one argument: a tensor by its layout (floating point) or its values (other
-    dtypes: seeds, offsets, masks, small), a list element-wise, anything else as it is."""
-    import torch
-    if torch.is_tensor(value):
-        if value.is_floating_point():
-            return ("tensor", tuple(value.shape), tuple(value.stride()), value.dtype)
-        return ("values", value.detach().clone())
-    if isinstance(value, (list, tuple)):
-        return type(value)(_describe(v) for v in value)
-    return value
-
-
-def _key(value):
-    """``_describe``'s output made hashable (a non-floating tensor by its shape, dtype and values)."""
-    if isinstance(value, tuple) and value and value[0] == "values":
-        t = value[1]
-        return ("values", tuple(t.shape), t.dtype, tuple(t.flatten().tolist()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_key(v) for v in value)
-    return value
-
-
-def _storage(shape, stride) -> int:
-    """Elements a tensor of this layout spans (expanded, stride-0 dimensions span one)."""
-    return 0 if 0 in shape else 1 + sum((n - 1) * st for n, st in zip(shape, stride))
-
-
-def _materialise(value, pool):
-    """Operands with ``_describe``'s layout, values from ``pool`` (a flat random float32 tensor at least as long
-    as the largest operand's storage); other arguments as recorded. Any strides, overlapping ones too (a
-    bias broadcast with stride 0): the operand is a strided view of its own copy of the pool's head."""
-    import torch
-    if isinstance(value, tuple) and value and value[0] == "tensor":
-        _, shape, stride, dtype = value
-        return torch.as_strided(pool[:_storage(shape, stride)].to(dtype, copy=True), shape, stride)
-    if isinstance(value, tuple) and value and value[0] == "values":
-        return value[1]
-    if isinstance(value, (list, tuple)):
-        return type(value)(_materialise(v, pool) for v in value)
-    return value
-
-
-def _largest(value) -> int:
-    """The largest storage among ``_describe``'d operands."""
-    if isinstance(value, tuple) and value and value[0] == "tensor":
-        return _storage(value[1], value[2])
-    if isinstance(value, (list, tuple, dict)):
-        return max((_largest(v) for v in (value.values() if isinstance(value, dict) else value)), default=0)
-    return 0
-
-
 def record_matmuls(fn: Callable[[], object]) -> list[dict]:
     """Run ``fn()`` once and return its distinct counted calls: ``{"op", "func", "args", "kwargs", "count"}``
-    (``args``/``kwargs`` described by layout, see ``_describe``), in order of first appearance."""
+    (tensor arguments described by ``_describe``), in order of first appearance. Two calls are the same call
+    when their op, argument layouts (shapes, strides, dtypes) and other arguments are equal."""
+    from torch.utils._pytree import tree_flatten, tree_map
     from torch.utils._python_dispatch import TorchDispatchMode
 
     counted = _counted_ops()
@@ -101,10 +89,11 @@ def record_matmuls(fn: Callable[[], object]) -> list[dict]:
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func._overloadpacket in counted:
-                args_d, kwargs_d = _describe(list(args)), {k: _describe(v) for k, v in kwargs.items()}
-                key = (func, _key(args_d), _key(sorted(kwargs_d.items())))
+                described = tree_map(_describe, (list(args), kwargs))
+                leaves, spec = tree_flatten(described)
+                key = (func, tuple(leaves), spec)
                 calls.setdefault(key, {"op": str(func._overloadpacket).removeprefix("aten."), "func": func,
-                                       "args": args_d, "kwargs": kwargs_d})
+                                       "args": described[0], "kwargs": described[1]})
                 counts[key] += 1
             return func(*args, **kwargs)
 
@@ -128,18 +117,27 @@ class Replay:
 
     def __init__(self, calls: list[dict]) -> None:
         import torch
+        from torch.utils._pytree import tree_leaves
 
         from scripts.bench.model import count_flops
         self.calls, self.seconds = calls, []
-        largest = max((max(_largest(c["args"]), _largest(c["kwargs"])) for c in calls), default=0)
+        largest = max((leaf.span() for c in calls for leaf in tree_leaves((c["args"], c["kwargs"]))
+                       if isinstance(leaf, _Operand)), default=0)
         self.pool = torch.randn(largest, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             self.flops = [sum(count_flops(self._runner(call)).values()) for call in calls]
 
     def _runner(self, call: dict) -> Callable[[], object]:
-        args = _materialise(call["args"], self.pool)
-        kwargs = {k: _materialise(v, self.pool) for k, v in call["kwargs"].items()}
+        from torch.utils._pytree import tree_map
+        args, kwargs = tree_map(self._build, (call["args"], call["kwargs"]))
         return lambda: call["func"](*args, **kwargs)
+
+    def _build(self, leaf):
+        if isinstance(leaf, _Operand):
+            return leaf.build(self.pool)
+        if isinstance(leaf, _Values):
+            return leaf.tensor
+        return leaf
 
     def time_pass(self) -> float:
         """One pass over the distinct calls; returns this pass's matmul seconds for the step (each call's time
@@ -159,7 +157,7 @@ class Replay:
     def rows(self) -> list[dict]:
         out = []
         for i, call in enumerate(self.calls):
-            shapes = [list(a[1]) for a in call["args"] if isinstance(a, tuple) and a and a[0] == "tensor"]
+            shapes = [list(a.shape) for a in call["args"] if isinstance(a, _Operand)]
             out.append({"op": call["op"], "shapes": shapes, "count": call["count"], "flops": self.flops[i],
                         "ms": 1e3 * statistics.median(p[i] for p in self.seconds) if self.seconds else None})
         return out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scripts.bench import model as bm
-from scripts.bench.replay import Replay, _materialise, record_matmuls
+from scripts.bench.replay import Replay, record_matmuls
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,14 +31,14 @@ def test_the_same_call_twice_is_one_row_with_count_two():
     calls = record_matmuls(lambda: [a @ b, a @ b.clone(), a @ b.T.contiguous().T])
     # equal shapes, strides and dtype: one distinct call; the same values in a transposed layout: another
     assert [c["count"] for c in calls] == [2, 1]
-    assert [c["args"][1][2] for c in calls] == [(8, 1), (1, 16)]
+    assert [c["args"][1].stride for c in calls] == [(8, 1), (1, 16)]
 
 
 def test_operands_are_replayed_with_the_recorded_layout():
     w = torch.randn(8, 16)
     (call,) = record_matmuls(lambda: torch.randn(4, 16) @ w.T)  # a transposed view, as F.linear's backward uses
     pool = torch.randn(1000)
-    x, wt = _materialise(call["args"], pool)
+    x, wt = (operand.build(pool) for operand in call["args"])
     assert x.shape == (4, 16) and x.is_contiguous()
     assert wt.shape == (16, 8) and wt.stride() == w.T.stride() and not wt.is_contiguous()
     torch.testing.assert_close(x.flatten(), pool[:64])  # values from the pool
@@ -79,6 +79,6 @@ def test_roofline_splits_floor_per_step_into_matmul_share_and_shape_speed():
 def test_a_broadcast_operand_is_replayed_with_its_zero_strides():
     bias = torch.randn(8)
     (call,) = record_matmuls(lambda: torch.addmm(bias.expand(4, 8), torch.randn(4, 16), torch.randn(16, 8)))
-    b, x, w = _materialise(call["args"], torch.randn(1000))
+    b, x, w = (operand.build(torch.randn(1000)) for operand in call["args"])
     assert b.shape == (4, 8) and b.stride() == (0, 1) and x.stride() == (16, 1)
     assert Replay([call]).time_pass() > 0
