@@ -5,17 +5,22 @@ shows the effect on a whole step):
 
 - ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, which on
   CPU costs more than the GEMM that follows a LoRA dropout. ``dropout`` here
-  uses 16 random bits per element: a seed drawn from torch's generator (so
-  ``torch.manual_seed`` still makes runs reproducible) starts numpy's PCG64
-  bit generator, whose 64-bit words, viewed as four 16-bit integers, cost
-  half of torch's mt19937 ``random_()`` (which was half of ``bernoulli_``).
-  The drop probability is ``p`` rounded to a multiple of 2^-15 (0.1 ->
-  0.100006) and the kept values are scaled by the exact inverse of the
-  keep probability, so the output stays unbiased. The mask is a 0/1
-  integer tensor built with integer arithmetic and applied by a multiply:
-  on CPU, boolean tensors and ``masked_fill`` run unvectorised loops (a bf16
-  ``masked_fill`` of 9.8M elements takes 35 ms, the multiply 7 ms); in fp32
-  the mask holds 0 or the scale, so forward and backward are one multiply.
+  uses 15 random bits per element from Philox4x64-10 (Salmon et al., SC
+  2011), keyed by a seed drawn from torch's generator (so
+  ``torch.manual_seed`` still makes runs reproducible). The drop probability
+  is ``p`` rounded to a multiple of 2^-15 (0.1 -> 0.100006) and the kept
+  values are scaled by the exact inverse of the keep probability, so the
+  output stays unbiased. On the CPU, for float32 and bfloat16, the C kernel
+  ``csrc/dropout.c`` (built on first use by ``layers.ckernel``) draws the
+  bits, applies them and stores one flag byte per element for the backward
+  in one pass; PyTorch's route (bits, mask tensor, multiply) makes about six
+  passes over the data and keeps a float32 mask. Without a compiler (or for
+  float64) the same bits come from ``numpy.random.Philox``, whose stream the
+  kernel reproduces bit for bit, and the mask is a 0/1 integer tensor built
+  with integer arithmetic and applied by a multiply: on CPU, boolean tensors
+  and ``masked_fill`` run unvectorised loops (a bf16 ``masked_fill`` of 9.8M
+  elements takes 35 ms, the multiply 7 ms); in fp32 the mask holds 0 or the
+  scale, so forward and backward are one multiply.
 - With dropout on, ``scaled_dot_product_attention`` on CPU falls back to
   its unfused path with ``bernoulli_`` on the attention weights, and in bf16
   its fused kernel's backward is slow for short sequences. ``attention``
@@ -47,6 +52,7 @@ up in transformers' attention registry (GPT-2, Llama) becomes ``attention``.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import types
 
@@ -55,41 +61,108 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["dropout", "Dropout", "LoraDropout", "attention", "lora_forward", "install", "ATTENTION_NAME"]
+from layers.ckernel import CSRC, CKernel, threads_for
+
+__all__ = ["dropout", "Dropout", "LoraDropout", "backend", "kernel_error", "attention", "lora_forward", "install",
+           "ATTENTION_NAME"]
 
 ATTENTION_NAME = "crossalign_sdpa"  # the name registered in transformers' AttentionInterface
 _BITS = 15  # random bits per element used for the keep/drop decision
 _LOW_15_BITS_X4 = 0x7FFF_7FFF_7FFF_7FFF  # the low 15 bits of each 16-bit quarter of an int64
 
 
-def _keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """An int16 0/1 mask (1 = kept, probability ~ ``1 - p``) and the scale that keeps the output unbiased."""
+def _threshold_and_scale(p: float) -> tuple[int, float]:
+    """Drop iff a 15-bit draw is below ``threshold = round(p 2^15)``; kept values times ``scale`` (unbiased)."""
+    threshold = round(p * (1 << _BITS))
+    return threshold, (1 << _BITS) / ((1 << _BITS) - threshold)
+
+
+def _draw_seed() -> int:
+    return int(torch.randint(1 << 62, ()).item())  # torch's generator decides: manual_seed reproduces the mask
+
+
+def _keep_mask(shape: torch.Size, p: float, device: torch.device, seed: int) -> torch.Tensor:
+    """An int16 0/1 mask (1 = kept, probability ~ ``1 - p``) from numpy's Philox keyed by ``seed``: the
+    kernel's mask (``csrc/dropout.c``: element i takes the 16-bit quarter i % 4 of word i / 4)."""
     n = math.prod(shape)
     # one 64-bit word gives four 16-bit values; clearing each one's top bit leaves 15 random bits >= 0
-    seed = int(torch.randint(1 << 62, ()).item())  # torch's generator decides: manual_seed reproduces the mask
-    words = np.random.PCG64(seed).random_raw((n + 3) // 4).view(np.int64)
+    words = np.random.Philox(key=seed).random_raw((n + 3) // 4).view(np.int64)
     bits = torch.from_numpy(words).to(device).bitwise_and_(_LOW_15_BITS_X4).view(torch.int16)[:n]
-    threshold = round(p * (1 << _BITS))
+    threshold, _ = _threshold_and_scale(p)
     # kept iff bits >= threshold; integer arithmetic, because bool tensors take unvectorised CPU loops
-    keep = bits.sub_(threshold - 1).clamp_(0, 1).view(shape)
-    return keep, (1 << _BITS) / ((1 << _BITS) - threshold)
+    return bits.sub_(threshold - 1).clamp_(0, 1).view(shape)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr, f32, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+    for name in ("dropout_f32", "dropout_bf16"):
+        getattr(lib, name).argtypes = [i64, ctypes.c_uint64, ctypes.c_int32, f32, ptr, ptr, ptr, threads]
+    for name in ("masked_scale_f32", "masked_scale_bf16"):
+        getattr(lib, name).argtypes = [i64, ptr, f32, ptr, ptr, threads]
+
+
+KERNEL = CKernel(CSRC / "dropout.c", _declare)
+_KERNEL_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_KERNEL_CHECKED: list[str | None] = []  # [None] once the kernel passed its check, [why not] once it failed
+
+
+def kernel_error() -> str | None:
+    """None when the C dropout kernel is built and draws, applies and reverses exactly the masks of the
+    numpy path (float32 and bfloat16, a length that ends inside a block, checked once per process); else why not."""
+    if not _KERNEL_CHECKED:
+        why = KERNEL.unavailable_reason()
+        if why is None:
+            with torch.inference_mode(False), torch.enable_grad():
+                why = _compare_kernel_with_numpy()
+        _KERNEL_CHECKED.append(why)
+    return _KERNEL_CHECKED[0]
+
+
+def _compare_kernel_with_numpy() -> str | None:
+    g = torch.Generator().manual_seed(0)
+    for dtype in _KERNEL_DTYPES:
+        x = torch.randn(3, 1031, generator=g).to(dtype)  # 3093 elements: several chunks, a partial last block
+        grad = torch.randn(3, 1031, generator=g).to(dtype)
+        outputs = []
+        for use_kernel in (True, False):
+            leaf = x.clone().requires_grad_()
+            y = _KeepScale.apply(leaf, 0.3, 12345, use_kernel)
+            y.backward(grad)
+            outputs.append((y.detach(), leaf.grad))
+        (y_k, g_k), (y_n, g_n) = outputs
+        if not (torch.equal(y_k, y_n) and torch.equal(g_k, g_n)):
+            return f"it disagrees with the numpy Philox path in {dtype}"
+    return None
 
 
 class _KeepScale(torch.autograd.Function):
     """``y = x * keep * scale``; the backward applies the same mask and scale to the gradient.
 
-    A multiply by a 0/1 tensor instead of ``masked_fill``: five times faster in
-    bf16 on CPU. fp32/fp64 multiply by a mask holding 0 or the scale (one pass
-    each way; ``x * scale`` rounds exactly as ``(x * 1) * scale``). Reduced
-    precision types multiply by a 0/1 mask of their own dtype (mixed bf16 x
-    int16 loops are slow) and then by the scale as a Python float, computed at
-    float precision before rounding, which a bf16 mask holding the scale would
-    not give.
+    With the kernel (float32 and bfloat16 on the CPU): one pass each way, the mask kept as one byte per
+    element. Otherwise a multiply by a 0/1 tensor instead of ``masked_fill`` (five times faster in bf16 on
+    CPU): fp32/fp64 multiply by a mask holding 0 or the scale (one pass each way; ``x * scale`` rounds
+    exactly as ``(x * 1) * scale``); reduced precision types multiply by a 0/1 mask of their own dtype
+    (mixed bf16 x int16 loops are slow) and then by the scale as a Python float, computed at float
+    precision before rounding, which a bf16 mask holding the scale would not give. The kernel rounds the
+    same way, so both give the same bits.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        keep, scale = _keep_mask(x.shape, p, x.device)
+    def forward(ctx, x: torch.Tensor, p: float, seed: int, use_kernel: bool) -> torch.Tensor:
+        threshold, scale = _threshold_and_scale(p)
+        if use_kernel:
+            x = x.contiguous()
+            y = torch.empty_like(x)
+            flags = torch.empty(x.shape, dtype=torch.int8) if ctx.needs_input_grad[0] else None
+            kind = _KERNEL_DTYPES[x.dtype]
+            getattr(KERNEL.lib(), f"dropout_{kind}")(x.numel(), seed, threshold, scale, x.data_ptr(), y.data_ptr(),
+                                                     None if flags is None else flags.data_ptr(),
+                                                     threads_for(x.numel() // 4096))
+            ctx.save_for_backward(flags)
+            ctx.kernel, ctx.scale = kind, scale
+            return y
+        keep = _keep_mask(x.shape, p, x.device, seed)
+        ctx.kernel = None
         if x.dtype in (torch.float32, torch.float64):
             mask = keep.to(x.dtype).mul_(scale)
             ctx.save_for_backward(mask)
@@ -103,9 +176,23 @@ class _KeepScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (mask,) = ctx.saved_tensors
+        if ctx.kernel is not None:
+            grad = grad.contiguous()
+            out = torch.empty_like(grad)
+            getattr(KERNEL.lib(), f"masked_scale_{ctx.kernel}")(grad.numel(), mask.data_ptr(), ctx.scale,
+                                                                grad.data_ptr(), out.data_ptr(),
+                                                                threads_for(grad.numel() // 4096))
+            return out, None, None, None
         if ctx.scale is None:
-            return grad * mask, None
-        return (grad * mask).mul_(ctx.scale), None
+            return grad * mask, None, None, None
+        return (grad * mask).mul_(ctx.scale), None, None, None
+
+
+def backend(x: torch.Tensor) -> str:
+    """Which dropout runs for a tensor like ``x`` in training: "cpu_kernel", "numpy" (CPU) or "torch"."""
+    if x.device.type != "cpu":
+        return "torch"
+    return "cpu_kernel" if x.dtype in _KERNEL_DTYPES and kernel_error() is None else "numpy"
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -120,13 +207,19 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or not 0 < round(p * (1 << _BITS)) < (1 << _BITS):
         return F.dropout(x, p, True)  # p within 2^-16 of 0 or 1: too fine for 15-bit draws
-    return _KeepScale.apply(x, p)
+    return _KeepScale.apply(x, p, _draw_seed(), backend(x) == "cpu_kernel")
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with :func:`dropout`'s cheaper CPU mask (``p`` and ``training`` behave the same)."""
+    """``nn.Dropout`` with :func:`dropout`'s cheaper CPU mask (``p`` and ``training`` behave the same).
+
+    ``backend_used`` says which drew the last training mask (:func:`backend`; metrics.json lists it)."""
+
+    backend_used: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.p > 0:
+            self.backend_used = backend(x)
         return dropout(x, self.p, self.training)
 
 
@@ -140,7 +233,7 @@ class LoraDropout(Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             x = x.to(torch.get_autocast_dtype("cpu"))
-        return dropout(x, self.p, self.training)
+        return super().forward(x)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers import fast_ops
+from layers import ckernel, fast_ops
 from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, attention, dropout
 from layers.llm import load_backbone
 
@@ -68,18 +68,106 @@ def test_dropout_follows_the_torch_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.fixture(params=["cpu_kernel", "numpy"])
+def dropout_path(request, monkeypatch):
+    """Each dropout test runs on the C kernel and on the numpy path (the kernel must build wherever there is a
+    C compiler)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", ["turned off by the test"])
+    elif ckernel.find_compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
+    else:
+        assert fast_ops.kernel_error() is None
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_dropout_is_bitwise_x_times_mask_times_scale(dtype):
+def test_dropout_is_bitwise_x_times_mask_times_scale(dtype, dropout_path):
     x = torch.randn(3, 5, 7, dtype=dtype, requires_grad=True)
     torch.manual_seed(3)
     y = dropout(x, 0.1)
     g = torch.randn_like(y)
     y.backward(g)
     torch.manual_seed(3)
-    keep, scale = fast_ops._keep_mask(x.shape, 0.1, x.device)
-    keep = keep.to(dtype)
+    keep = fast_ops._keep_mask(x.shape, 0.1, x.device, fast_ops._draw_seed()).to(dtype)
+    _, scale = fast_ops._threshold_and_scale(0.1)
+    assert fast_ops.backend(x) == ("numpy" if dtype == torch.float64 else dropout_path)
     assert torch.equal(y, (x.detach() * keep).mul_(scale))  # fp32/fp64's scaled mask rounds the same way
     assert torch.equal(x.grad, (g * keep).mul_(scale))
+
+
+def _philox4x64_10(counter: int, key: int) -> list[int]:
+    """Philox4x64-10 of one block (Salmon et al., SC 2011, section 4: multipliers, Weyl key increments)."""
+    m64 = (1 << 64) - 1
+    x, k0, k1 = [counter, 0, 0, 0], key, 0
+    for _ in range(10):
+        p0, p1 = 0xD2E7470EE14C6C93 * x[0], 0xCA5A826395121157 * x[2]
+        x = [(p1 >> 64) ^ x[1] ^ k0, p1 & m64, (p0 >> 64) ^ x[3] ^ k1, p0 & m64]
+        k0, k1 = (k0 + 0x9E3779B97F4A7C15) & m64, (k1 + 0xBB67AE8584CAA73B) & m64
+    return x
+
+
+def test_numpy_philox_is_the_stream_the_kernel_draws():
+    """The documented bits: block b of numpy.random.Philox(key=seed) is Philox4x64-10 of counter b + 1."""
+    seed = 2 ** 61 + 12345
+    words = np.random.Philox(key=seed).random_raw(12)
+    assert [int(w) for w in words] == [w for b in range(3) for w in _philox4x64_10(b + 1, seed)]
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 1024, 1025, 5000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_draws_and_reverses_the_numpy_masks(n, threads, monkeypatch):
+    """Bit for bit, float32 and bfloat16, lengths around its blocks of 16 and chunks of 1024, with special
+    values, on one or two threads (the split must not change a bit)."""
+    if ckernel.find_compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
+    assert fast_ops.kernel_error() is None
+    monkeypatch.setattr(fast_ops, "threads_for", lambda work: threads)
+    g = torch.Generator().manual_seed(n)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-40, 3.0e38, -2.5])
+    base = torch.cat([special, torch.randn(n, generator=g) * 100])[:n]
+    for dtype in (torch.float32, torch.bfloat16):
+        x, grad = base.to(dtype), (torch.randn(n, generator=g) * 1e3).to(dtype)
+        results = []
+        for use_kernel in (True, False):
+            leaf = x.clone().requires_grad_()
+            y = fast_ops._KeepScale.apply(leaf, 0.37, 987654321, use_kernel)
+            y.backward(grad)
+            results.append((y.detach(), leaf.grad))
+        (y_k, g_k), (y_n, g_n) = results
+        assert torch.equal(y_k.isnan(), y_n.isnan())
+        assert torch.equal(y_k.nan_to_num(), y_n.nan_to_num()) and torch.equal(g_k, g_n)
+
+
+def test_without_a_compiler_dropout_draws_the_same_masks(monkeypatch, tmp_path):
+    x = torch.randn(4, 300)
+    torch.manual_seed(11)
+    expected = dropout(x, 0.2)
+    monkeypatch.setenv("CROSSALIGN_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler-anywhere")
+    monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", [])
+    fast_ops.KERNEL.reset()
+    try:
+        assert "no-such-compiler-anywhere" in fast_ops.kernel_error() and fast_ops.backend(x) == "numpy"
+        torch.manual_seed(11)
+        assert torch.equal(dropout(x, 0.2), expected)
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        fast_ops.KERNEL.reset()  # later tests load it from the normal cache again
+
+
+def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch):
+    if ckernel.find_compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
+    right = fast_ops._KeepScale.forward
+
+    def wrong(ctx, x, p, seed, use_kernel):
+        return right(ctx, x, p, seed + use_kernel, use_kernel)  # the kernel draws another mask
+
+    monkeypatch.setattr(fast_ops._KeepScale, "forward", staticmethod(wrong))
+    monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", [])
+    assert "disagrees with the numpy Philox path" in fast_ops.kernel_error()
+    assert fast_ops.backend(torch.ones(3)) == "numpy"
 
 
 def test_dropout_modules():
@@ -87,6 +175,7 @@ def test_dropout_modules():
     assert isinstance(m, nn.Dropout) and m.p == 0.25
     x = torch.randn(100, 10)
     assert not torch.equal(m(x), x)
+    assert m.backend_used == fast_ops.backend(x)
     m.eval()
     assert m(x) is x
     lora = LoraDropout(0.1)
@@ -132,7 +221,8 @@ def test_attention_with_dropout_is_softmax_dropped_times_v():
     torch.manual_seed(11)  # the only random draw is the mask of the attention weights
     scores = (q @ k.transpose(-2, -1)) / 8 ** 0.5
     scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
-    keep, scale = fast_ops._keep_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device)
+    keep = fast_ops._keep_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device, fast_ops._draw_seed())
+    _, scale = fast_ops._threshold_and_scale(0.2)
     expected = torch.softmax(scores, -1) * keep * scale @ v
     assert torch.allclose(out, expected, atol=1e-6)
 

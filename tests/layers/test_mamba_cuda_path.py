@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from layers import fast_ops
 from layers import mamba as mamba_mod
 from layers.mamba import Mamba, cuda_kernel_limits, probe_cuda_ops
 
@@ -54,6 +55,8 @@ def test_metrics_record_the_backend_that_ran_and_fp32_on_cpu(run_cli, tiny_gpt2,
     assert code == 0
     (setting,) = [d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d))]
     payload = json.load(open(os.path.join(results, setting, "metrics.json")))
-    cpu_scan = "cpu_kernel" if mamba_mod.cpu_kernel_error() is None else "torch"  # the C kernel where it builds
-    assert payload["model"]["backends_used"] == [f"Mamba: {cpu_scan}"]
+    cpu_scan = "cpu_kernel" if mamba_mod.cpu_kernel_error() is None else "torch"  # the C kernels where they build
+    cpu_dropout = "cpu_kernel" if fast_ops.kernel_error() is None else "numpy"
+    assert payload["model"]["backends_used"] == [f"Dropout: {cpu_dropout}", f"LoraDropout: {cpu_dropout}",
+                                                 f"Mamba: {cpu_scan}"]
     assert payload["args"]["bf16"] == 0  # the CPU default

@@ -9,25 +9,24 @@ import pytest
 import torch
 
 from layers import mamba as mamba_mod
-from layers import scan_kernel
+from layers import ckernel, scan_kernel
 from layers.mamba import MambaStack, selective_scan_cpu, selective_scan_ref, selective_scan_torch
 
 
 @pytest.fixture
 def kernel():
     """The kernel must build wherever there is a C compiler; without one the tests say so and skip."""
-    if scan_kernel.find_compiler() is None:
+    if ckernel.find_compiler() is None:
         pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C scan kernel cannot be built here")
     assert mamba_mod.cpu_kernel_error() is None
 
 
 @pytest.fixture
-def fresh_loader(monkeypatch, tmp_path):
+def fresh_loader(monkeypatch, tmp_path, request):
     """A loader that has not built or checked anything yet, caching into tmp_path (restored afterwards)."""
     monkeypatch.setenv("CROSSALIGN_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setattr(scan_kernel, "_loaded", False)
-    monkeypatch.setattr(scan_kernel, "_lib", None)
-    monkeypatch.setattr(scan_kernel, "_error", None)
+    scan_kernel.KERNEL.reset()
+    request.addfinalizer(scan_kernel.KERNEL.reset)  # later tests load the library from the normal cache again
     monkeypatch.setattr(mamba_mod, "_CPU_KERNEL_CHECKED", [])
     return tmp_path
 
@@ -142,7 +141,7 @@ def test_build_is_cached_and_written_whole(kernel, fresh_loader):
     built = sorted(fresh_loader.iterdir())
     assert len(built) == 1 and built[0].suffix == ".so" and built[0].name.startswith("selective_scan-")
     stamp = built[0].stat().st_mtime_ns
-    scan_kernel._loaded = False  # a new process: finds the build, does not compile again
+    scan_kernel.KERNEL.reset()  # a new process: finds the build, does not compile again
     assert scan_kernel.unavailable_reason() is None
     assert sorted(fresh_loader.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
 
