@@ -122,10 +122,11 @@ class CKernel:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the loaded library (tests: as in a new process, which finds the cached build)."""
+        """Forget the loaded library and its check (tests: as in a new process, which finds the cached build)."""
         self._lib: ctypes.CDLL | None = None
         self._error: str | None = None
         self._loaded = False
+        self._checked: list[str | None] = []  # [None] once the kernel passed its check, [why not] once it failed
 
     def lib(self) -> ctypes.CDLL | None:
         """The loaded library, building it first if needed; None when it cannot be built (``unavailable_reason``)."""
@@ -149,6 +150,18 @@ class CKernel:
         """None when the kernel is built and loaded (building it on the first call), else why not."""
         self.lib()
         return self._error
+
+    def checked_error(self, check: Callable[[], str | None]) -> str | None:
+        """None when the kernel is built and ``check()`` (its comparison with the PyTorch path it replaces:
+        None when they agree, else why not) passed; else why not. Run once per process (until ``reset``), with
+        autograd on even inside ``torch.inference_mode()``, where the first call may come from (scoring)."""
+        if not self._checked:
+            why = self.unavailable_reason()
+            if why is None:
+                with torch.inference_mode(False), torch.enable_grad():
+                    why = check()
+            self._checked.append(why)
+        return self._checked[0]
 
 
 def threads_for(work_items: int) -> int:

@@ -103,19 +103,12 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 KERNEL = CKernel(CSRC / "dropout.c", _declare)
 _KERNEL_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
-_KERNEL_CHECKED: list[str | None] = []  # [None] once the kernel passed its check, [why not] once it failed
 
 
 def kernel_error() -> str | None:
     """None when the C dropout kernel is built and draws, applies and reverses exactly the masks of the
     numpy path (float32 and bfloat16, a length that ends inside a block, checked once per process); else why not."""
-    if not _KERNEL_CHECKED:
-        why = KERNEL.unavailable_reason()
-        if why is None:
-            with torch.inference_mode(False), torch.enable_grad():
-                why = _compare_kernel_with_numpy()
-        _KERNEL_CHECKED.append(why)
-    return _KERNEL_CHECKED[0]
+    return KERNEL.checked_error(_compare_kernel_with_numpy)
 
 
 def _compare_kernel_with_numpy() -> str | None:

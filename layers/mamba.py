@@ -317,20 +317,10 @@ def selective_scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
     return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-_CPU_KERNEL_CHECKED: list[str | None] = []  # [None] once the kernel passed its check, [why not] once it failed
-
-
 def cpu_kernel_error() -> str | None:
     """None when the C scan kernel is built and agrees with ``_ScanCore`` (forward and every gradient, on
-    a small problem with a partial channel block and several segments, run once per process), else why not.
-    The first call may come from inside ``torch.inference_mode()`` (scoring): the check runs with autograd on."""
-    if not _CPU_KERNEL_CHECKED:
-        why = scan_kernel.unavailable_reason()
-        if why is None:
-            with torch.inference_mode(False), torch.enable_grad():
-                why = _compare_kernel_with_torch_scan()
-        _CPU_KERNEL_CHECKED.append(why)
-    return _CPU_KERNEL_CHECKED[0]
+    a small problem with a partial channel block and several segments, run once per process), else why not."""
+    return scan_kernel.KERNEL.checked_error(_compare_kernel_with_torch_scan)
 
 
 def _compare_kernel_with_torch_scan() -> str | None:

@@ -73,7 +73,7 @@ def dropout_path(request, monkeypatch):
     """Each dropout test runs on the C kernel and on the numpy path (the kernel must build wherever there is a
     C compiler)."""
     if request.param == "numpy":
-        monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", ["turned off by the test"])
+        monkeypatch.setattr(fast_ops, "kernel_error", lambda: "turned off by the test")
     elif ckernel.find_compiler() is None:
         pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
     else:
@@ -145,7 +145,6 @@ def test_without_a_compiler_dropout_draws_the_same_masks(monkeypatch, tmp_path):
     expected = dropout(x, 0.2)
     monkeypatch.setenv("CROSSALIGN_KERNEL_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-compiler-anywhere")
-    monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", [])
     fast_ops.KERNEL.reset()
     try:
         assert "no-such-compiler-anywhere" in fast_ops.kernel_error() and fast_ops.backend(x) == "numpy"
@@ -156,7 +155,7 @@ def test_without_a_compiler_dropout_draws_the_same_masks(monkeypatch, tmp_path):
         fast_ops.KERNEL.reset()  # later tests load it from the normal cache again
 
 
-def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch):
+def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch, request):
     if ckernel.find_compiler() is None:
         pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
     right = fast_ops._KeepScale.forward
@@ -165,7 +164,8 @@ def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch):
         return right(ctx, x, p, seed + use_kernel, use_kernel)  # the kernel draws another mask
 
     monkeypatch.setattr(fast_ops._KeepScale, "forward", staticmethod(wrong))
-    monkeypatch.setattr(fast_ops, "_KERNEL_CHECKED", [])
+    fast_ops.KERNEL.reset()  # check again, with the wrong kernel
+    request.addfinalizer(fast_ops.KERNEL.reset)  # and with the right one after this test
     assert "disagrees with the numpy Philox path" in fast_ops.kernel_error()
     assert fast_ops.backend(torch.ones(3)) == "numpy"
 

@@ -27,7 +27,6 @@ def fresh_loader(monkeypatch, tmp_path, request):
     monkeypatch.setenv("CROSSALIGN_KERNEL_DIR", str(tmp_path))
     scan_kernel.KERNEL.reset()
     request.addfinalizer(scan_kernel.KERNEL.reset)  # later tests load the library from the normal cache again
-    monkeypatch.setattr(mamba_mod, "_CPU_KERNEL_CHECKED", [])
     return tmp_path
 
 
@@ -170,7 +169,7 @@ def test_a_failing_compiler_is_named_with_its_message(fresh_loader, monkeypatch,
     assert not [p for p in os.listdir(fresh_loader)]  # no half-written library or temporary left behind
 
 
-def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch):
+def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch, request):
     right = scan_kernel.KernelScanCore
 
     class Wrong(right):
@@ -179,7 +178,8 @@ def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch):
             return right.forward(ctx, *args) * 1.01
 
     monkeypatch.setattr(scan_kernel, "KernelScanCore", Wrong)
-    monkeypatch.setattr(mamba_mod, "_CPU_KERNEL_CHECKED", [])
+    scan_kernel.KERNEL.reset()  # check again, with the wrong kernel
+    request.addfinalizer(scan_kernel.KERNEL.reset)  # and with the right one after this test
     assert "disagrees with the PyTorch scan" in mamba_mod.cpu_kernel_error()
     stack = MambaStack(8, n_layers=1, backend="auto")
     stack(torch.randn(2, 10, 8))
