@@ -57,8 +57,8 @@ rest); *floor/matmul* how fast the step's own shapes run against the block
 GEMM (what only a faster GEMM or other dimensions change). floor/step =
 matmul/step x floor/matmul.
 
-Breakdowns, after the timing: the top ``--profile_top`` aten operators by
-self time (``op_breakdown``: each op's median over ``--profile_steps``
+Breakdowns, after the timing: the top ``--profile_top`` operators (aten ops and
+our C kernels) by self time (``op_breakdown``: each op's median over ``--profile_steps``
 separately profiled steps) and, with ``--parts``, each top-level module's
 time against its own floor (``scripts/bench/parts.py``).
 """
@@ -272,8 +272,25 @@ def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = Non
     return {"floor_ms": floor_ms, "floor_x": ref_train_ms / floor_ms if ref_train_ms and floor_ms else None}
 
 
+# autograd Functions that call our C kernels (layers/fast_ops.py, layers/scan_kernel.py): their work is no aten
+# op, so the profiler shows it only as the Function's own event, forward and backward (node name + "Backward")
+KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore")
+
+
+def _profiled_op(key: str) -> str | None:
+    """The breakdown's name for a profiler event: aten ops without their prefix, our kernels' Functions as
+    they are, anything else (wrappers, Python frames) None."""
+    if key.startswith("aten::"):
+        return key.removeprefix("aten::")
+    return key if key.removesuffix("Backward") in KERNEL_FUNCTIONS else None
+
+
 def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> list[dict]:
-    """The ``top`` aten operators of ``fn()`` by self CPU time: ``{"op", "self_ms", "share", "calls"}``.
+    """The ``top`` operators of ``fn()`` by self CPU time: ``{"op", "self_ms", "share", "calls"}``.
+
+    Operators: aten ops, and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout and scan kernels,
+    or their numpy/PyTorch fallbacks: ``_KeepScale`` is dropout's forward, ``_KeepScaleBackward`` its
+    backward), whose self time is the work done outside aten.
 
     ``torch.profiler`` over ``repeats`` calls, one profile each; an op's ``self_ms`` and ``calls`` are
     its medians over them (0 in a call where it did not run), ``share`` its fraction of the sum of all
@@ -287,8 +304,8 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> l
     for _ in range(max(1, repeats)):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-        runs.append({e.key.removeprefix("aten::"): (e.self_cpu_time_total / 1e3, e.count)
-                     for e in prof.key_averages() if e.key.startswith("aten::")})
+        runs.append({name: (e.self_cpu_time_total / 1e3, e.count)
+                     for e in prof.key_averages() if (name := _profiled_op(e.key))})
     names = {name for run in runs for name in run}
     ms = {n: statistics.median(run.get(n, (0.0, 0))[0] for run in runs) for n in names}
     calls = {n: round(statistics.median(run.get(n, (0.0, 0))[1] for run in runs)) for n in names}
@@ -626,7 +643,7 @@ def _table(results: list[dict], gemm: dict) -> str:
                       + " ".join("x".join(map(str, sh)) for sh in m["shapes"]) for m in top]
     for r in results:
         if r.get("ops"):
-            lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} aten ops of a training step by self time "
+            lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} ops (aten; our kernels' Functions) of a training step by self time "
                           f"(torch.profiler; each op's median over {r.get('profile_steps', 1)} profiled steps)"]
             lines += [f"  {o['op']:<36}{o['self_ms']:>10.0f} ms{o['share']:>7.1%}{o['calls']:>7} calls"
                       for o in r["ops"]]

@@ -159,6 +159,15 @@ def test_op_breakdown_ranks_aten_ops_by_self_time():
     assert all(o["self_ms"] >= p["self_ms"] for p, o in zip(ops[1:], ops)) and 0 < ops[0]["share"] <= 1
 
 
+def test_op_breakdown_shows_our_kernels_beside_aten_ops():
+    from layers.fast_ops import dropout
+    x = torch.randn(64, 1000, requires_grad=True)
+    dropout(x, 0.1)  # the first call builds and checks the kernel (more calls): outside the profile
+    ops = {o["op"]: o for o in bm.op_breakdown(lambda: dropout(x, 0.1).sum().backward(), top=50, repeats=1)}
+    assert ops["_KeepScale"]["calls"] == 1 and ops["_KeepScaleBackward"]["calls"] == 1
+    assert "sum" in ops and not any(name.startswith(("autograd::", "aten::")) for name in ops)
+
+
 def test_op_breakdown_takes_each_ops_median_over_the_profiled_calls():
     a, b = torch.randn(256, 256), torch.randn(256, 256)
     call = iter(range(3))
