@@ -68,16 +68,22 @@ def test_dropout_follows_the_torch_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+@pytest.fixture
+def dropout_kernel():
+    """The C dropout kernel must build and pass its check wherever there is a C compiler; without one the
+    tests say so and skip."""
+    if ckernel.find_compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
+    assert fast_ops.kernel_error() is None
+
+
 @pytest.fixture(params=["cpu_kernel", "numpy"])
 def dropout_path(request, monkeypatch):
-    """Each dropout test runs on the C kernel and on the numpy path (the kernel must build wherever there is a
-    C compiler)."""
+    """Each dropout test runs on the C kernel and on the numpy path."""
     if request.param == "numpy":
         monkeypatch.setattr(fast_ops, "kernel_error", lambda: "turned off by the test")
-    elif ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
     else:
-        assert fast_ops.kernel_error() is None
+        request.getfixturevalue("dropout_kernel")
     return request.param
 
 
@@ -116,12 +122,9 @@ def test_numpy_philox_is_the_stream_the_kernel_draws():
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 1024, 1025, 5000])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_kernel_draws_and_reverses_the_numpy_masks(n, threads, monkeypatch):
+def test_kernel_draws_and_reverses_the_numpy_masks(n, threads, monkeypatch, dropout_kernel):
     """Bit for bit, float32 and bfloat16, lengths around its blocks of 16 and chunks of 1024, with special
     values, on one or two threads (the split must not change a bit)."""
-    if ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
-    assert fast_ops.kernel_error() is None
     monkeypatch.setattr(fast_ops, "threads_for", lambda work: threads)
     g = torch.Generator().manual_seed(n)
     special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-40, 3.0e38, -2.5])
@@ -155,9 +158,7 @@ def test_without_a_compiler_dropout_draws_the_same_masks(monkeypatch, tmp_path):
         fast_ops.KERNEL.reset()  # later tests load it from the normal cache again
 
 
-def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch, request):
-    if ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
+def test_a_dropout_kernel_that_disagrees_is_not_used(monkeypatch, request, dropout_kernel):
     right = fast_ops._KeepScale.forward
 
     def wrong(ctx, x, p, seed, use_kernel):
