@@ -277,6 +277,31 @@ def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = Non
 KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore")
 
 
+def minor_faults() -> int:
+    """This process's minor page faults so far (first touches of fresh pages; ``getrusage``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+PREFAULT_MIB = 1024
+
+
+def prefault_heap(mib: int = PREFAULT_MIB) -> None:
+    """Touch ``mib`` MiB of fresh memory and free it, so that the heap keeps that much mapped room at its top.
+
+    Why: with large blocks kept in the heap (``utils.allocator``, the run's policy) a training step
+    reuses its own freed blocks and, once warm, takes no page faults. A profiler (or any other
+    bookkeeping between steps) leaves small allocations in those freed blocks; the step's next large
+    tensor then no longer fits there and extends the heap onto fresh pages, whose first touch costs
+    as much as the op itself: in profiled quickstart steps 72,000 faults (280 MiB) per step put
+    softmax's backward on the [8, 3200, 384] retrieval scores at 76-90 ms against 6 ms fault-free.
+    Room already touched at the heap's top serves those blocks without faults. Below glibc's trim
+    threshold there (2 GiB), the freed room stays mapped; with glibc's default policy it is unmapped
+    again and this changes nothing.
+    """
+    import torch
+    torch.ones(mib << 18)  # float32: 4 bytes each; allocated, written, freed
+
+
 def _profiled_op(key: str) -> str | None:
     """The breakdown's name for a profiler event: aten ops without their prefix, our kernels' Functions as
     they are, anything else (wrappers, Python frames) None."""
@@ -285,8 +310,9 @@ def _profiled_op(key: str) -> str | None:
     return key if key.removesuffix("Backward") in KERNEL_FUNCTIONS else None
 
 
-def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> list[dict]:
-    """The ``top`` operators of ``fn()`` by self CPU time: ``{"op", "self_ms", "share", "calls"}``.
+def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> dict:
+    """The ``top`` operators of ``fn()`` by self CPU time: ``{"ops": [{"op", "self_ms", "share", "calls"}, ...],
+    "page_faults": ...}``.
 
     Operators: aten ops, and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout and scan kernels,
     or their numpy/PyTorch fallbacks: ``_KeepScale`` is dropout's forward, ``_KeepScaleBackward`` its
@@ -298,12 +324,22 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> l
     gives another guest) lands on whichever op is running: in single profiled steps of the quickstart
     configuration one op at a time showed 3-30x its usual self time, a different op in each step.
     The profiler's own overhead inflates small ops a little: read shares, not absolute ms.
+
+    Before profiling, ``prefault_heap()``: the profiler's own allocations would otherwise push the
+    step's large tensors onto fresh pages, and the page faults would land on whichever ops allocate
+    them (see there). ``page_faults``: the median minor page faults per profiled call, to check that
+    the breakdown is free of them (0 or a few: the step's own time; thousands: each 4 KiB fault
+    costs about a microsecond of the op that takes it).
     """
     from torch.profiler import ProfilerActivity, profile
+    prefault_heap()
     runs: list[dict[str, tuple[float, int]]] = []
+    faults = []
     for _ in range(max(1, repeats)):
+        start = minor_faults()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
+        faults.append(minor_faults() - start)
         runs.append({name: (e.self_cpu_time_total / 1e3, e.count)
                      for e in prof.key_averages() if (name := _profiled_op(e.key))})
     names = {name for run in runs for name in run}
@@ -311,7 +347,8 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> l
     calls = {n: round(statistics.median(run.get(n, (0.0, 0))[1] for run in runs)) for n in names}
     total = sum(ms.values()) or 1.0
     ranked = sorted(names, key=lambda n: ms[n], reverse=True)[:top]
-    return [{"op": n, "self_ms": ms[n], "share": ms[n] / total, "calls": calls[n]} for n in ranked]
+    return {"ops": [{"op": n, "self_ms": ms[n], "share": ms[n] / total, "calls": calls[n]} for n in ranked],
+            "page_faults": statistics.median(faults)}
 
 
 def scoring_rate(model, n_points: int, seq_len: int, channels: int, batch_size: int, bf16: bool) -> dict:
@@ -441,6 +478,7 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
     runners = _setup(runs, args)
     train = {r.name: [] for r in runners}
     infer = {r.name: [] for r in runners}
+    train_faults = {r.name: [] for r in runners}  # minor page faults of each timed step: 0 once the heap is warm
     # the GEMM rate is measured between the training steps, so that the machine's load hits it as it hits them
     m = args.batch_size * args.seq_len
     precisions = list(dict.fromkeys("bf16" if r.bf16 else "fp32" for r in runners))  # only those timed
@@ -455,9 +493,11 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
                 replays[r.name] = Replay(record_matmuls(r.step))  # an extra untimed step without warm-up
                 if i < args.warmup:
                     continue
+            start = minor_faults()
             dt = r.train_step()
             if i >= args.warmup:
                 train[r.name].append(dt)
+                train_faults[r.name].append(minor_faults() - start)
         for (dims, prec), rates in gemm.items():
             xwg = operands[dims][prec]
             rate, fwd = gemm_rate(xwg), gemm_forward_rate(xwg)
@@ -498,13 +538,15 @@ def _timing(runs: list[tuple[str, str | None]], args: argparse.Namespace) -> dic
         step, inf = statistics.median(train[r.name]), statistics.median(infer[r.name])
         out[r.name] = {"config": r.name, "model": r.kind, "llm": r.llm, "bf16": r.bf16, "train_ms": 1e3 * step,
                        "train_ms_all": [round(1e3 * t) for t in train[r.name]],
+                       "train_page_faults_all": train_faults[r.name],
                        "train_windows_s": args.batch_size / step, "infer_ms": 1e3 * inf,
                        "infer_windows_s": args.batch_size / inf,
                        "trainable_params": sum(p.numel() for p in r.params),
                        "total_params": sum(p.numel() for p in r.model.parameters()),
                        "threads": torch.get_num_threads(), "block": _block_key(r.dims),
                        "train_flops": sum(flops[r.name].values()), "train_flops_by_op": flops[r.name],
-                       "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, []),
+                       "infer_flops": infer_flops[r.name], "ops": ops.get(r.name, {}).get("ops", []),
+                       "ops_page_faults": ops.get(r.name, {}).get("page_faults"),
                        "profile_steps": args.profile_steps, "profile_top": args.profile_top,
                        "parts": parts.get(r.name, []),
                        "matmuls": train_matmuls.get(r.name), "infer_matmuls": infer_matmuls.get(r.name),
@@ -588,6 +630,11 @@ def _table(results: list[dict], gemm: dict) -> str:
                      f"{tx:>9}{ix:>9}")
     if ref:
         lines.append(f"train x / infer x: speed relative to {ref['model']} fp32 (> 1 = faster)")
+    faulted = [r for r in results if r.get("train_page_faults_all")]
+    if faulted:
+        lines.append("page faults per timed step (median, max; 0 once the heap is warm, thousands inflate the "
+                     "step): " + "; ".join(f"{_label(r, multi)} {statistics.median(r['train_page_faults_all']):.0f}, "
+                                           f"{max(r['train_page_faults_all'])}" for r in faulted))
 
     rates = "; ".join(f"{key} blocks " + ", ".join(f"{p} {r:.0f}" for p, r in b["gflops_s"].items())
                       for key, b in gemm["blocks"].items())
@@ -643,8 +690,10 @@ def _table(results: list[dict], gemm: dict) -> str:
                       + " ".join("x".join(map(str, sh)) for sh in m["shapes"]) for m in top]
     for r in results:
         if r.get("ops"):
+            faults = r.get("ops_page_faults")
             lines += ["", f"{_label(r, multi)}: top {len(r['ops'])} ops (aten; our kernels' Functions) of a training step by self time "
-                          f"(torch.profiler; each op's median over {r.get('profile_steps', 1)} profiled steps)"]
+                          f"(torch.profiler; each op's median over {r.get('profile_steps', 1)} profiled steps"
+                          + (f"; {faults:.0f} page faults per profiled step" if faults is not None else "") + ")"]
             lines += [f"  {o['op']:<36}{o['self_ms']:>10.0f} ms{o['share']:>7.1%}{o['calls']:>7} calls"
                       for o in r["ops"]]
     for r in results:
@@ -657,6 +706,9 @@ def _table(results: list[dict], gemm: dict) -> str:
             lines += [f"  {p['part']:<{pw}}{p['ms']:>8.0f}{p['flops'] / 1e9:>8.1f}{p['floor_ms']:>10.0f}"
                       f"{p['floor_ms'] / p['ms']:>12.0%}" for p in r["parts"]]
             total, flops = sum(p["ms"] for p in r["parts"]), sum(p["flops"] for p in r["parts"])
+            faults = [p["page_faults"] for p in r["parts"] if "page_faults" in p]
+            if faults:
+                lines += [f"  page faults per timed part: at most {max(faults):.0f}"]
             lines += [f"  {'sum of the parts':<{pw}}{total:>8.0f}{flops / 1e9:>8.1f}",
                       f"  {'the step (timed above)':<{pw}}{r['train_ms']:>8.0f}{r['train_flops'] / 1e9:>8.1f}"
                       f"{'':>10}  (loss, Adam and the glue between parts belong to no part)"]

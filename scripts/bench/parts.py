@@ -76,24 +76,29 @@ def _forward_backward(call: dict, autocast: Callable[[], AbstractContextManager]
 
 def part_times(model, step: Callable[[], object], repeats: int = 3,
                autocast: Callable[[], AbstractContextManager] = nullcontext) -> list[dict]:
-    """One row per call of a direct child of ``model`` in ``step()``: ``{"part", "ms", "flops"}``.
+    """One row per call of a direct child of ``model`` in ``step()``: ``{"part", "ms", "flops", "page_faults"}``.
 
     ``ms``: median over ``repeats`` of that call's forward + backward on its recorded inputs and output
     gradients, after one untimed call that counts its matmul FLOPs (``flops``, as
-    ``scripts.bench.model.count_flops`` counts a step's). The parameter gradients these calls
+    ``scripts.bench.model.count_flops`` counts a step's); ``page_faults``: the median minor page faults of
+    those timed calls (after ``prefault_heap``, 0 or a few). The parameter gradients these calls
     accumulate are dropped at the end.
     """
-    from scripts.bench.model import count_flops
+    from scripts.bench.model import count_flops, minor_faults, prefault_heap
     rows = []
-    for call in capture_calls(model, step):
+    calls = capture_calls(model, step)
+    prefault_heap()  # the captured inputs fill the heap's holes: without room at its top the parts take page faults
+    for call in calls:
         run = lambda: _forward_backward(call, autocast)  # noqa: E731
         flops = sum(count_flops(run).values())
-        times = []
+        times, faults = [], []
         for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
+            start, t0 = minor_faults(), time.perf_counter()
             run()
             times.append(time.perf_counter() - t0)
-        rows.append({"part": call["name"], "ms": 1e3 * statistics.median(times), "flops": flops})
+            faults.append(minor_faults() - start)
+        rows.append({"part": call["name"], "ms": 1e3 * statistics.median(times), "flops": flops,
+                     "page_faults": statistics.median(faults)})
     for p in model.parameters():
         p.grad = None
     return rows

@@ -1,11 +1,18 @@
 """scripts.bench.model's roofline: FLOP counts of tiny steps against hand counts, the floor arithmetic, the table."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from scripts.bench import model as bm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 M, K, N = 8, 16, 4
@@ -154,7 +161,9 @@ def test_roofline_uses_the_rate_of_each_precision_and_the_reference_time():
 
 def test_op_breakdown_ranks_aten_ops_by_self_time():
     a, b = torch.randn(256, 256), torch.randn(256, 256)
-    ops = bm.op_breakdown(lambda: [(a @ b).relu() for _ in range(3)], top=3, repeats=1)
+    breakdown = bm.op_breakdown(lambda: [(a @ b).relu() for _ in range(3)], top=3, repeats=1)
+    ops = breakdown["ops"]
+    assert breakdown["page_faults"] >= 0
     assert ops[0]["op"] == "mm" and ops[0]["calls"] == 3 and len(ops) <= 3
     assert all(o["self_ms"] >= p["self_ms"] for p, o in zip(ops[1:], ops)) and 0 < ops[0]["share"] <= 1
 
@@ -163,7 +172,7 @@ def test_op_breakdown_shows_our_kernels_beside_aten_ops():
     from layers.fast_ops import dropout
     x = torch.randn(64, 1000, requires_grad=True)
     dropout(x, 0.1)  # the first call builds and checks the kernel (more calls): outside the profile
-    ops = {o["op"]: o for o in bm.op_breakdown(lambda: dropout(x, 0.1).sum().backward(), top=50, repeats=1)}
+    ops = {o["op"]: o for o in bm.op_breakdown(lambda: dropout(x, 0.1).sum().backward(), top=50, repeats=1)["ops"]}
     assert ops["_KeepScale"]["calls"] == 1 and ops["_KeepScaleBackward"]["calls"] == 1
     assert "sum" in ops and not any(name.startswith(("autograd::", "aten::")) for name in ops)
 
@@ -177,10 +186,47 @@ def test_op_breakdown_takes_each_ops_median_over_the_profiled_calls():
             torch.sort(a.flatten())
         return [(a @ b).relu() for _ in range(3)]
 
-    ops = {o["op"]: o for o in bm.op_breakdown(fn, top=50, repeats=3)}
+    ops = {o["op"]: o for o in bm.op_breakdown(fn, top=50, repeats=3)["ops"]}
     assert ops["mm"]["calls"] == 3 and ops["mm"]["self_ms"] > 0
     assert ops.get("sort", {"self_ms": 0.0})["self_ms"] == 0.0
     assert sum(o["share"] for o in ops.values()) == pytest.approx(1.0)
+
+
+# a 40 MiB product made and freed, then 5 more, each leaving an 8 MiB block behind, which the heap may cut from
+# the freed product (as it cuts a profiler's records); prints the minor page faults of those 5, with or without
+# prefault_heap before them
+_PREFAULT_PROBE = """
+import resource, sys, torch
+from scripts.bench.model import prefault_heap
+from utils.allocator import keep_large_blocks
+assert keep_large_blocks()
+x = torch.randn(10 * 2 ** 20)
+for _ in range(5):
+    y = x * x; del y
+if sys.argv[1] == "1":
+    prefault_heap(256)
+kept, before = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    y = x * x; del y
+    kept.append(torch.empty(2 ** 21))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="the heap policy prefault_heap relies on is glibc's (utils/allocator.py)")
+def test_prefault_heap_keeps_large_blocks_off_fresh_pages():
+    env = {k: v for k, v in os.environ.items() if k not in ("CROSSALIGN_DEFAULT_MALLOC", "MALLOC_MMAP_MAX_",
+                                                            "MALLOC_TRIM_THRESHOLD_")}
+
+    def faults(prefault: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", _PREFAULT_PROBE, prefault], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, check=True).stdout)
+
+    # where the blocks left behind land depends on the heap's holes at start-up: 8 runs here took 8,195 or
+    # 51,203 faults (5 x 40 MiB is 51,200 pages of 4 KiB); with small blocks left behind, 2 of 6 took only 3
+    assert any(faults("0") > 5000 for _ in range(3))
+    assert faults("1") < 1000  # the same products in room the heap already has mapped: 3 in every run here
 
 
 def test_scoring_rate_scores_every_window_of_the_series():
@@ -235,14 +281,17 @@ def test_part_times_times_every_call_of_each_top_level_module():
     assert [r["part"] for r in rows] == [c["name"] for c in calls]
     # forward + backward matmul FLOPs: embed's input needs no gradient (x @ W and the weight gradient only)
     assert rows[0]["flops"] == 2 * (2 * 4 * 3 * 8) and rows[1]["flops"] == 3 * (2 * 4 * 8 * 8)
-    assert all(r["ms"] > 0 for r in rows) and all(p.grad is None for p in model.parameters())
+    assert all(r["ms"] > 0 and r["page_faults"] >= 0 for r in rows) and all(p.grad is None for p in model.parameters())
 
 
 def test_table_shows_each_part_against_its_floor_at_the_configurations_rate():
     gemm = {"m": 3200, "repeats": 3, "blocks": {"768x3072": {"gflops_s": {"fp32": 200.0},
                                                              "forward_gflops_s": {"fp32": 220.0}}}}
-    parts = [{"part": "llm (adapters=True)", "ms": 800.0, "flops": 120e9}, {"part": "freq", "ms": 400.0, "flops": 8e9}]
-    results = [{**_result("crossalign_fp32", 1300.0, 128e9), "parts": parts, "profile_steps": 3}]
+    parts = [{"part": "llm (adapters=True)", "ms": 800.0, "flops": 120e9, "page_faults": 0},
+             {"part": "freq", "ms": 400.0, "flops": 8e9, "page_faults": 7}]
+    results = [{**_result("crossalign_fp32", 1300.0, 128e9), "parts": parts, "profile_steps": 3,
+                "train_page_faults_all": [0, 3, 1200], "ops_page_faults": 2.0,
+                "ops": [{"op": "mm", "self_ms": 700.0, "share": 0.7, "calls": 10}]}]
     bm._add_roofline(results, gemm)
     assert parts[0]["floor_ms"] == pytest.approx(600.0) and parts[1]["floor_ms"] == pytest.approx(40.0)
     table = bm._table(results, gemm)
@@ -250,3 +299,6 @@ def test_table_shows_each_part_against_its_floor_at_the_configurations_rate():
     line = next(x for x in table.splitlines() if x.strip().startswith("freq"))
     assert line.split()[1:] == ["400", "8.0", "40", "10%"]
     assert "sum of the parts" in table and "the step (timed above)" in table
+    # the page faults that would inflate a time are printed beside it: timed steps, profiled steps, parts
+    assert "page faults per timed step (median, max; " in table and "CrossAlign fp32 3, 1200" in table
+    assert "; 2 page faults per profiled step)" in table and "page faults per timed part: at most 7" in table
