@@ -26,8 +26,9 @@ shows the effect on a whole step):
   its fused kernel's backward is slow for short sequences. ``attention``
   runs the same computation, ``softmax(scale * QK^T + mask) V``, with
   ``dropout`` above whenever gradients are needed on CPU with dropout or in
-  bf16: the mask (the causal one cached per shape, in the compute dtype)
-  is the addend of one ``baddbmm``, and the softmax reads that product
+  bf16: the scale is one ``baddbmm``'s ``alpha`` and the mask (the causal
+  one cached per shape, in the compute dtype) its addend, so the scores
+  take no pass of their own, and the softmax reads that product
   directly (a bf16 softmax accumulates in fp32 internally), which halves the
   time of the old matmul, cast, scale, ``masked_fill`` and cast-back chain.
   Without gradients, and on other devices, it *is*
@@ -258,10 +259,11 @@ def _unfused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_m
     k3 = k.expand(*batch, s, e).reshape(-1, s, e)  # [N, S, E]
     v3 = v.expand(*batch, s, v.shape[-1]).reshape(-1, s, v.shape[-1])  # [N, S, Ev]
     bias = _additive_bias(attn_mask, is_causal, batch, t, s, q.dtype, q.device)  # [N, T, S] or None
-    if bias is None:
-        scores = torch.bmm(q3, k3.transpose(1, 2)).mul_(scale)  # [N, T, S]
-    else:  # one GEMM with the mask as its addend: scale * Q K^T + bias
-        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=scale)  # [N, T, S]
+    # one GEMM that applies the scale (and adds the mask): scale * Q K^T + bias. Without a mask the addend is a
+    # zero-stride view that beta=0 ignores; a bmm and a scaling multiply would make one more pass over the
+    # [N, T, S] scores forward and one backward, where baddbmm scales Q's and K's smaller gradients
+    addend, beta = (q3.new_zeros(()).expand(len(q3), t, s), 0) if bias is None else (bias, 1)
+    scores = torch.baddbmm(addend, q3, k3.transpose(1, 2), beta=beta, alpha=scale)  # [N, T, S]
     # softmax of a bf16 tensor accumulates in fp32 internally; its output is all the backward needs
     weights = dropout(torch.softmax(scores, dim=-1), dropout_p)  # [N, T, S]
     return torch.bmm(weights.to(v3.dtype), v3).reshape(*batch, t, v.shape[-1])

@@ -215,17 +215,23 @@ def test_attention_matches_sdpa_with_gradients(dtype, tol, mask_kind):
         assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
 
 
-def test_attention_with_dropout_is_softmax_dropped_times_v():
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_with_dropout_is_softmax_dropped_times_v(causal):
     q, k, v = _qkv(torch.float32, t=6, s=6)
     torch.manual_seed(11)
-    out = attention(q, k, v, dropout_p=0.2, is_causal=True)
+    out = attention(q, k, v, dropout_p=0.2, is_causal=causal)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), g)
     torch.manual_seed(11)  # the only random draw is the mask of the attention weights
     scores = (q @ k.transpose(-2, -1)) / 8 ** 0.5
-    scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+    if causal:
+        scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
     keep = fast_ops._keep_mask(torch.Size((2, 3, 6, 6)), 0.2, q.device, fast_ops._draw_seed())
     _, scale = fast_ops._threshold_and_scale(0.2)
     expected = torch.softmax(scores, -1) * keep * scale @ v
     assert torch.allclose(out, expected, atol=1e-6)
+    for a, b in zip(grads, torch.autograd.grad(expected, (q, k, v), g)):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_attention_without_gradients_is_sdpa():
