@@ -4,7 +4,7 @@
 with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; ``-O3 -march=native``, retried
 without ``-march=native``, then without OpenMP, if that fails) into a cache folder
 (``$CROSSALIGN_KERNEL_DIR``, else ``$XDG_CACHE_HOME/crossalign/kernels``, else
-``~/.cache/crossalign/kernels``), one file per source, flags and CPU, written atomically so concurrent
+``~/.cache/crossalign/kernels``), one file per source (with the shared headers of ``csrc``), flags and CPU, written atomically so concurrent
 runs do not see a half-written library. Loaded with ctypes: the sources are plain C11 with GNU vector
 extensions and no Python or torch headers, so a build takes well under a second. Without a compiler, or
 if the build fails, ``lib()`` is None and ``unavailable_reason()`` says why; callers then run their
@@ -77,7 +77,8 @@ def _openmp_flags(compiler: str) -> list[str]:
 
 def build(compiler: str, source: Path) -> Path:
     """Compile ``source`` into the cache (or reuse the cached build); raise RuntimeError saying why it failed."""
-    text = source.read_bytes()
+    # the source and the headers of its folder it may include: a change to either makes a new build
+    text = b"\0".join([source.read_bytes(), *(h.read_bytes() for h in sorted(source.parent.glob("*.h")))])
     failures = []
     openmp = _openmp_flags(compiler)
     for flags in [f + openmp for f in _FLAGS] + ([list(f) for f in _FLAGS] if openmp else []):

@@ -21,37 +21,7 @@
 #include <omp.h>
 #endif
 
-#define W 8
-typedef float vf __attribute__((vector_size(4 * W)));
-typedef int32_t vi __attribute__((vector_size(4 * W)));
-typedef uint32_t vu __attribute__((vector_size(4 * W)));
-
-static inline vf load(const float *p, int64_t w) { vf v = {0}; memcpy(&v, p, w * sizeof(float)); return v; }
-static inline void store(float *p, vf v, int64_t w) { memcpy(p, &v, w * sizeof(float)); }
-static inline vf splat(float x) { return (vf){0} + x; }
-static inline vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
-static inline float hsum(vf v) { float s = 0.0f; for (int k = 0; k < W; k++) s += v[k]; return s; }
-
-/* 2^x = 2^i 2^f with i = round(x) put in the exponent bits and 2^f, |f| <= 1/2, from its Taylor polynomial
- * of degree 6 (relative error < 2e-7, about float32's rounding). x is clamped to [-127, 128] first, so that
- * below about -126.5 the exponent bits are 0 (the result is 0, where float32 turns subnormal) and from about
- * 127.5 they are all ones (+inf); a NaN x passes the clamp and the polynomial, and comes out NaN. */
-static inline vf exp2v(vf x) {
-    x = blend(x < -127.0f, splat(-127.0f), x);
-    x = blend(x > 128.0f, splat(128.0f), x);
-    vf xr = x + 0.5f;
-    vi i = __builtin_convertvector(xr, vi);             /* toward zero */
-    i += (vi)(__builtin_convertvector(i, vf) > xr);     /* minus one where that rounded up: floor(x + 1/2) */
-    vf f = x - __builtin_convertvector(i, vf);          /* [-1/2, 1/2] */
-    vf p = splat(1.540353039e-04f);                     /* coefficients ln(2)^k / k! */
-    p = p * f + 1.333355815e-03f;
-    p = p * f + 9.618129108e-03f;
-    p = p * f + 5.550410866e-02f;
-    p = p * f + 2.402265070e-01f;
-    p = p * f + 6.931471806e-01f;
-    p = p * f + 1.000000000e+00f;
-    return p * (vf)(((vu)i + 127u) << 23);
-}
+#include "vecmath.h"
 
 /* forward over all time steps of one batch row, channels [d0, d0 + w), w <= W */
 static inline __attribute__((always_inline)) void fwd_block(

@@ -2,6 +2,7 @@
 its threads and special values, the Mamba module's choice of it, its build cache and its fallbacks."""
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 
@@ -143,6 +144,23 @@ def test_build_is_cached_and_written_whole(kernel, fresh_loader):
     scan_kernel.KERNEL.reset()  # a new process: finds the build, does not compile again
     assert scan_kernel.unavailable_reason() is None
     assert sorted(fresh_loader.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
+
+
+def test_a_changed_shared_header_makes_a_new_build(tmp_path, monkeypatch):
+    compiler = ckernel.find_compiler()
+    if compiler is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
+    monkeypatch.setenv("CROSSALIGN_KERNEL_DIR", str(tmp_path / "built"))
+    src = tmp_path / "csrc"
+    src.mkdir()
+    (src / "k.c").write_text('#include "shared.h"\nint answer(void) { return ANSWER; }\n')
+    answers = []
+    for value in (41, 42):
+        (src / "shared.h").write_text(f"#define ANSWER {value}\n")
+        answers.append((ckernel.build(compiler, src / "k.c"), value))
+    assert answers[0][0] != answers[1][0]  # the source is the same; the header it includes is not
+    for path, value in answers:
+        assert ctypes.CDLL(str(path)).answer() == value
 
 
 def test_without_a_compiler_the_torch_scan_runs(fresh_loader, monkeypatch):
