@@ -1,4 +1,4 @@
-"""Benchmarks that print tables: `python -m scripts.bench {scan,dropout,model,ab,metrics,memory,gpu} [options]`.
+"""Benchmarks that print tables: `python -m scripts.bench {scan,dropout,gelu,model,ab,metrics,memory,gpu} [options]`.
 
 They sit above the code they measure (they import run.py, models/, layers/ and utils/), outside the
 library. Each benchmark lives in its own module (`scripts/bench/<name>.py`) exposing
@@ -14,6 +14,7 @@ import sys
 BENCHMARKS = {
     "scan": ("scripts.bench.scan", "selective scan: our PyTorch scan and C kernel vs mambapy (and mamba_ssm on CUDA)"),
     "dropout": ("scripts.bench.dropout", "CPU dropout: our C kernel and numpy path vs F.dropout"),
+    "gelu": ("scripts.bench.gelu", "CPU tanh-GELU (GPT-2's activation): our C kernel vs F.gelu"),
     "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
     "ab": ("scripts.bench.ab", "this checkout's model benchmark against another checkout's, taking turns"),
     "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),

@@ -39,7 +39,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
 
 
-def _median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -48,6 +48,24 @@ def _median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def forward_backward_ms(impls: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+                        grad: torch.Tensor, warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """For each implementation ``fn``, the median ms of ``fn(x)`` and of ``fn(x).backward(grad)``, in order."""
+    rows = {}
+    for name, fn in impls.items():
+        rows[name] = (median_ms(lambda: fn(x), warmup, repeats), median_ms(lambda: fn(x).backward(grad), warmup,
+                                                                            repeats))
+    return rows
+
+
+def speed_lines(label: str, rows: dict[str, tuple[float, float]], base: str) -> list[str]:
+    """One table line per implementation: ``label``, name, forward and forward + backward ms, and each one's
+    speed-up over the implementation ``base``."""
+    ref = rows[base]
+    return [f"{label}{name:<16}{forward:>9.2f}{both:>12.2f}{ref[0] / forward:>8.2f}{ref[1] / both:>11.2f}"
+            for name, (forward, both) in rows.items()]
 
 
 def _ours(use_kernel: bool) -> Callable[[torch.Tensor, float], torch.Tensor]:
@@ -71,14 +89,8 @@ def main(args: argparse.Namespace) -> int:
         for dtype_name in args.dtypes.split(","):
             x = torch.randn(shape).to(DTYPES[dtype_name]).requires_grad_()
             grad = torch.randn(shape).to(DTYPES[dtype_name])
-            rows = {}
-            for name, fn in impls.items():
-                forward = _median_ms(lambda: fn(x, args.p), args.warmup, args.repeats)
-                both = _median_ms(lambda: fn(x, args.p).backward(grad), args.warmup, args.repeats)
-                rows[name] = (forward, both)
-            base = rows["F.dropout"]
-            for name, (forward, both) in rows.items():
-                print(f"{shape_text:<16}{dtype_name:<6}{name:<16}{forward:>9.2f}{both:>12.2f}"
-                      f"{base[0] / forward:>8.2f}{base[1] / both:>11.2f}")
+            with_p = {name: (lambda x, fn=fn: fn(x, args.p)) for name, fn in impls.items()}
+            rows = forward_backward_ms(with_p, x, grad, args.warmup, args.repeats)
+            print("\n".join(speed_lines(f"{shape_text:<16}{dtype_name:<6}", rows, "F.dropout")))
     print("x = F.dropout's time / this one's (> 1: faster)")
     return 0

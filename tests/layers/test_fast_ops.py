@@ -1,4 +1,4 @@
-"""layers/fast_ops.py: the cheaper CPU dropout and attention compute what PyTorch's do."""
+"""layers/fast_ops.py: the cheaper CPU dropout, attention and tanh GELU compute what PyTorch's do."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers import ckernel, fast_ops
-from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, attention, dropout
+from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, TanhGELU, attention, dropout, gelu_tanh
 from layers.llm import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -261,6 +261,73 @@ def test_install_replaces_every_dropout_and_the_attention(tmp_path):
     assert LoraDropout in kinds and Dropout in kinds
     assert bb.base.config._attn_implementation == ATTENTION_NAME
     assert all(not layer.cast_input_dtype_enabled for layer in bb.modules() if hasattr(layer, "lora_A"))
+    from transformers.activations import GELUTanh
+    assert GELUTanh not in kinds and kinds.count(TanhGELU) == 2  # GPT-2's activation, one per block
+
+
+@pytest.fixture
+def gelu_kernel():
+    """The C GELU kernel must build and pass its check wherever there is a C compiler; without one the tests
+    say so and skip."""
+    if ckernel.find_compiler() is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C GELU kernel cannot be built here")
+    assert fast_ops.gelu_kernel_error() is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gelu_tanh_kernel_is_the_function_and_its_derivative(threads, monkeypatch, gelu_kernel):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the kernel's own split: threads_for
+    torch.manual_seed(0)
+    # a length that ends inside a vector of 8, the range where the function bends, and far tails
+    x = torch.cat([torch.linspace(-12.0, 12.0, 240_003), torch.randn(1_000) * 30])
+    leaf = x.clone().requires_grad_()
+    module = TanhGELU()
+    y = module(leaf)
+    assert type(y.grad_fn).__name__ == "_GeluTanhBackward" and module.backend_used == "cpu_kernel"
+    g = torch.randn_like(x)
+    (grad,) = torch.autograd.grad(y, leaf, g)
+    exact = x.double().requires_grad_()
+    ref = F.gelu(exact, approximate="tanh")
+    (ref_grad,) = torch.autograd.grad(ref, exact, g.double())
+    # as close to the float64 function as PyTorch's float32 kernel (4.3e-7 forward, 1e-6 backward here)
+    assert (y.double() - ref.detach()).abs().max() < 1e-6
+    assert (grad.double() - ref_grad).abs().max() < 4e-6 * g.abs().max()
+    torch_y = F.gelu(x, approximate="tanh")
+    assert torch.allclose(y, torch_y, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_tanh_special_values(gelu_kernel):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30], requires_grad=True)
+    y = gelu_tanh(x)
+    y.backward(torch.ones_like(y))
+    assert y[0].isnan() and y[1] == float("inf") and y[2] == -float("inf")  # the limits (PyTorch: NaN at -inf)
+    assert y[3:].abs().max() < 1e-29
+    assert x.grad[0].isnan() and x.grad[1] == 1.0 and x.grad[2].abs() < 1e-30
+    assert torch.allclose(x.grad[3:], torch.full((3,), 0.5))  # gelu'(0) = 1/2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_gelu_tanh_is_pytorchs_outside_float32(dtype):
+    x = torch.randn(257, dtype=dtype)
+    assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+    module = TanhGELU()
+    assert torch.equal(module(x), F.gelu(x, approximate="tanh")) and module.backend_used == "torch"
+
+
+def test_gelu_tanh_without_its_kernel_is_pytorchs(monkeypatch):
+    monkeypatch.setattr(fast_ops, "gelu_kernel_error", lambda: "turned off by the test")
+    x = torch.randn(3, 1001)
+    assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+
+
+def test_a_gelu_kernel_that_disagrees_is_not_used(monkeypatch, request, gelu_kernel):
+    request.addfinalizer(fast_ops.GELU_KERNEL.reset)  # later tests check the real kernel again
+    fast_ops.GELU_KERNEL.reset()
+    real = fast_ops._GeluTanh.forward
+    monkeypatch.setattr(fast_ops._GeluTanh, "forward", staticmethod(lambda ctx, x: real(ctx, x) * 1.001))
+    assert "disagrees" in fast_ops.gelu_kernel_error()
+    x = torch.randn(100)
+    assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

@@ -1,0 +1,54 @@
+"""Benchmark of GELU's tanh form on the CPU: `python -m scripts.bench gelu [options]`.
+
+Compares, on the same input and side by side in one run, for each shape:
+
+- ``F.gelu tanh``: PyTorch's ``F.gelu(x, approximate="tanh")`` (GPT-2's activation as transformers runs it);
+- ``C kernel``: ``layers.fast_ops.gelu_tanh`` with ``csrc/gelu.c`` (the same function as ``x sigmoid(2u)``
+  with a vectorised exp, one pass each way); shown when it builds;
+- ``F.gelu erf``: PyTorch's erf form, for reference (BERT's activation; a different function).
+
+Reported: the median wall time of the forward (input requiring grad, as in training) and of forward +
+backward, and each one's speed-up over ``F.gelu tanh``. Default shapes: the MLP activations of the paper
+step (GPT-2, ``[3200, 3072]``) and the quickstart step (MiniLM, ``[3200, 1536]``).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from layers import fast_ops
+from scripts.bench.dropout import forward_backward_ms, speed_lines
+
+DEFAULT_SHAPES = "3200x3072,3200x1536"
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma list of shapes such as 3200x3072")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    why = fast_ops.gelu_kernel_error()
+    impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "F.gelu tanh": lambda x: F.gelu(x, approximate="tanh")}
+    if why is None:
+        impls["C kernel"] = fast_ops._GeluTanh.apply
+    impls["F.gelu erf"] = F.gelu
+    print(f"tanh-GELU benchmark, float32; threads {torch.get_num_threads()}; median of {args.repeats}; "
+          f"C kernel: {'built' if why is None else f'not available ({why})'}")
+    print(f"{'shape':<16}{'implementation':<16}{'fwd ms':>9}{'fwd+bwd ms':>12}{'fwd x':>8}{'fwd+bwd x':>11}")
+    for shape_text in args.shapes.split(","):
+        shape = tuple(int(s) for s in shape_text.lower().split("x"))
+        x = torch.randn(shape).requires_grad_()
+        grad = torch.randn(shape)
+        rows = forward_backward_ms(impls, x, grad, args.warmup, args.repeats)
+        print("\n".join(speed_lines(f"{shape_text:<16}", rows, "F.gelu tanh")))
+    print("x = F.gelu tanh's time / this one's (> 1: faster)")
+    return 0

@@ -1,0 +1,16 @@
+"""scripts/bench/gelu.py: the table has a row per implementation and shape."""
+from __future__ import annotations
+
+import argparse
+
+from scripts.bench import gelu
+
+
+def test_gelu_benchmark_prints_each_implementation(capsys):
+    parser = argparse.ArgumentParser()
+    gelu.add_args(parser)
+    assert gelu.main(parser.parse_args(["--shapes", "256x1024,3x5x7", "--warmup", "0", "--repeats", "1"])) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("256x1024", "3x5x7"))]
+    names = {" ".join(r[1:-4]) for r in rows}
+    assert {"F.gelu tanh", "F.gelu erf"} <= names and len(rows) == 2 * len(names)
+    assert all(float(v) > 0 for r in rows if r[0] == "256x1024" for v in r[-4:])  # 0.00 ms would print for 3x5x7
