@@ -37,7 +37,8 @@ def _truncate_config(config, n_layers: int, name: str) -> int:
     """Keep the first `n_layers` blocks (set before any weight is read); return the full depth.
 
     Also swaps GPT-2's Python-level tanh-GELU (``gelu_new``: five elementwise
-    kernels) for PyTorch's fused kernel of the same formula (``gelu_pytorch_tanh``).
+    kernels) for one module of the same formula (``gelu_pytorch_tanh``), which
+    ``layers.fast_ops.install`` then runs as its C kernel (``TanhGELU``).
     """
     if getattr(config, "activation_function", None) == "gelu_new":
         config.activation_function = "gelu_pytorch_tanh"
