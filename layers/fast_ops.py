@@ -124,18 +124,21 @@ def kernel_error() -> str | None:
     return KERNEL.checked_error(_compare_kernel_with_numpy)
 
 
+def _output_and_gradient(fn, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x)`` and the gradient ``grad`` sends back to ``x``: what a kernel's first-call check compares."""
+    leaf = x.clone().requires_grad_()
+    y = fn(leaf)
+    y.backward(grad)
+    return y.detach(), leaf.grad
+
+
 def _compare_kernel_with_numpy() -> str | None:
     g = torch.Generator().manual_seed(0)
     for dtype in _KERNEL_DTYPES:
         x = torch.randn(3, 1031, generator=g).to(dtype)  # 3093 elements: several chunks, a partial last block
         grad = torch.randn(3, 1031, generator=g).to(dtype)
-        outputs = []
-        for use_kernel in (True, False):
-            leaf = x.clone().requires_grad_()
-            y = _KeepScale.apply(leaf, 0.3, 12345, use_kernel)
-            y.backward(grad)
-            outputs.append((y.detach(), leaf.grad))
-        (y_k, g_k), (y_n, g_n) = outputs
+        y_k, g_k = _output_and_gradient(lambda t: _KeepScale.apply(t, 0.3, 12345, True), x, grad)
+        y_n, g_n = _output_and_gradient(lambda t: _KeepScale.apply(t, 0.3, 12345, False), x, grad)
         if not (torch.equal(y_k, y_n) and torch.equal(g_k, g_n)):
             return f"it disagrees with the numpy Philox path in {dtype}"
     return None
@@ -244,8 +247,7 @@ class LoraDropout(Dropout):
 
 def _declare_gelu(lib: ctypes.CDLL) -> None:
     i64, ptr, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.gelu_tanh_f32.argtypes = [i64, ptr, ptr, threads]
-    lib.gelu_tanh_with_derivative_f32.argtypes = [i64, ptr, ptr, ptr, threads]
+    lib.gelu_tanh_f32.argtypes = [i64, ptr, ptr, ptr, threads]
 
 
 GELU_KERNEL = CKernel(CSRC / "gelu.c", _declare_gelu)
@@ -261,13 +263,8 @@ def gelu_kernel_error() -> str | None:
 def _compare_gelu_kernel_with_torch() -> str | None:
     x = torch.cat([torch.linspace(-12.0, 12.0, 3001), torch.tensor([0.0, -0.0, 1e-30, 30.0, -30.0])])
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    outputs = []
-    for use_kernel in (True, False):
-        leaf = x.clone().requires_grad_()
-        y = _GeluTanh.apply(leaf) if use_kernel else F.gelu(leaf, approximate="tanh")
-        y.backward(grad)
-        outputs.append((y.detach(), leaf.grad))
-    (y_k, g_k), (y_t, g_t) = outputs
+    y_k, g_k = _output_and_gradient(_GeluTanh.apply, x, grad)
+    y_t, g_t = _output_and_gradient(lambda t: F.gelu(t, approximate="tanh"), x, grad)
     tol = _GELU_TOLERANCE
     if not (torch.allclose(y_k, y_t, rtol=tol, atol=tol) and torch.allclose(g_k, g_t, rtol=tol, atol=tol)):
         return "it disagrees with F.gelu(approximate='tanh')"
@@ -285,14 +282,11 @@ class _GeluTanh(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
         y = torch.empty_like(x)
-        threads = threads_for(x.numel() // 4096)
-        if ctx.needs_input_grad[0]:
-            derivative = torch.empty_like(x)
-            GELU_KERNEL.lib().gelu_tanh_with_derivative_f32(x.numel(), x.data_ptr(), y.data_ptr(),
-                                                            derivative.data_ptr(), threads)
-            ctx.save_for_backward(derivative)
-        else:
-            GELU_KERNEL.lib().gelu_tanh_f32(x.numel(), x.data_ptr(), y.data_ptr(), threads)
+        derivative = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        GELU_KERNEL.lib().gelu_tanh_f32(x.numel(), x.data_ptr(), y.data_ptr(),
+                                        None if derivative is None else derivative.data_ptr(),
+                                        threads_for(x.numel() // 4096))
+        ctx.save_for_backward(derivative)
         return y
 
     @staticmethod
@@ -314,7 +308,11 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     Any shape; the kernel's result differs from PyTorch's by float32 rounding (within 5.2e-7 forward, 2e-6
     backward, of the float64 function). NaN gives NaN; +-inf give +-inf (PyTorch: NaN at -inf).
     """
-    return _GeluTanh.apply(x) if gelu_backend(x) == "cpu_kernel" else F.gelu(x, approximate="tanh")
+    return _gelu_tanh_by(gelu_backend(x), x)
+
+
+def _gelu_tanh_by(backend_name: str, x: torch.Tensor) -> torch.Tensor:
+    return _GeluTanh.apply(x) if backend_name == "cpu_kernel" else F.gelu(x, approximate="tanh")
 
 
 class TanhGELU(nn.Module):
@@ -326,7 +324,7 @@ class TanhGELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.backend_used = gelu_backend(x)
-        return _GeluTanh.apply(x) if self.backend_used == "cpu_kernel" else F.gelu(x, approximate="tanh")
+        return _gelu_tanh_by(self.backend_used, x)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -35,26 +35,16 @@ static inline vf sigmoid_2u(vf xc) {
     return 1.0f / (1.0f + exp2v(u * (-2.0f * LOG2E)));
 }
 
-void gelu_tanh_f32(int64_t n, const float *x, float *y, int threads) {
-    int64_t vectors = (n + W - 1) / W;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < vectors; b++) {
-        int64_t i = b * W, w = n - i < W ? n - i : W;
-        vf v = load(x + i, w);
-        store(y + i, v * sigmoid_2u(clamped(v)), w);
-    }
-}
-
-/* y = gelu(x) and d = gelu'(x) in one pass: for training, where the backward is then one multiply, g d, and d
- * is kept in place of x (the same memory; PyTorch keeps x and computes the tanh again in its backward) */
-void gelu_tanh_with_derivative_f32(int64_t n, const float *x, float *y, float *d, int threads) {
+/* y = gelu(x); d, when not NULL, receives gelu'(x) from the same pass: for training, where the backward is then
+ * one multiply, g d, and d is kept in place of x (the same memory; PyTorch keeps x and computes the tanh
+ * again in its backward) */
+void gelu_tanh_f32(int64_t n, const float *x, float *y, float *d, int threads) {
     int64_t vectors = (n + W - 1) / W;
     #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t b = 0; b < vectors; b++) {
         int64_t i = b * W, w = n - i < W ? n - i : W;
         vf v = load(x + i, w), xc = clamped(v), s = sigmoid_2u(xc);
-        vf du = (2.0f * K0) * (1.0f + (3.0f * K1) * xc * xc);
         store(y + i, v * s, w);
-        store(d + i, s + xc * s * (1.0f - s) * du, w);
+        if (d) store(d + i, s + xc * s * (1.0f - s) * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc * xc)), w);
     }
 }
