@@ -1,5 +1,5 @@
-"""Shared test fixtures: the real-data root, the CLI in a temporary folder, one thread, tiny backbones,
-and the reference implementations. `pytest.ini` puts the repository root and tests/ on the path."""
+"""Shared test fixtures: the real-data root, the C kernels' build-or-skip check, the CLI in a temporary
+folder, one thread, tiny backbones, and the reference implementations. `pytest.ini` puts the repository root and tests/ on the path."""
 from __future__ import annotations
 
 import os
@@ -17,6 +17,15 @@ def data_path(*parts: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"real data not found at {path} (set CROSSALIGN_DATA to the shared data folder)")
     return path
+
+
+def require_c_kernel(name: str, kernel_error) -> None:
+    """A C kernel (layers/csrc) must build and pass its first-call check (``kernel_error()`` None) wherever
+    there is a C compiler; without one the calling test skips, saying so."""
+    from layers import ckernel
+    if ckernel.find_compiler() is None:
+        pytest.skip(f"no C compiler (cc, gcc or clang) on PATH: the C {name} kernel cannot be built here")
+    assert kernel_error() is None
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers import ckernel, fast_ops
+from conftest import require_c_kernel
+from layers import fast_ops
 from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, TanhGELU, attention, dropout, gelu_tanh
 from layers.llm import load_backbone
 
@@ -70,11 +71,7 @@ def test_dropout_follows_the_torch_seed():
 
 @pytest.fixture
 def dropout_kernel():
-    """The C dropout kernel must build and pass its check wherever there is a C compiler; without one the
-    tests say so and skip."""
-    if ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C dropout kernel cannot be built here")
-    assert fast_ops.kernel_error() is None
+    require_c_kernel("dropout", fast_ops.kernel_error)
 
 
 @pytest.fixture(params=["cpu_kernel", "numpy"])
@@ -267,11 +264,7 @@ def test_install_replaces_every_dropout_and_the_attention(tmp_path):
 
 @pytest.fixture
 def gelu_kernel():
-    """The C GELU kernel must build and pass its check wherever there is a C compiler; without one the tests
-    say so and skip."""
-    if ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C GELU kernel cannot be built here")
-    assert fast_ops.gelu_kernel_error() is None
+    require_c_kernel("GELU", fast_ops.gelu_kernel_error)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -9,6 +9,7 @@ import stat
 import pytest
 import torch
 
+from conftest import require_c_kernel
 from layers import mamba as mamba_mod
 from layers import ckernel, scan_kernel
 from layers.mamba import MambaStack, selective_scan_cpu, selective_scan_ref, selective_scan_torch
@@ -16,10 +17,7 @@ from layers.mamba import MambaStack, selective_scan_cpu, selective_scan_ref, sel
 
 @pytest.fixture
 def kernel():
-    """The kernel must build wherever there is a C compiler; without one the tests say so and skip."""
-    if ckernel.find_compiler() is None:
-        pytest.skip("no C compiler (cc, gcc or clang) on PATH: the C scan kernel cannot be built here")
-    assert mamba_mod.cpu_kernel_error() is None
+    require_c_kernel("scan", mamba_mod.cpu_kernel_error)
 
 
 @pytest.fixture
