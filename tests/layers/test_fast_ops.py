@@ -420,3 +420,104 @@ def test_lora_forward_leaves_disabled_merged_and_extra_adapters_to_peft(tmp_path
     assert fast_ops._plain_adapter(layer) == "default"
     layer.active_adapters.append("default")  # the same adapter twice: peft adds it twice
     assert fast_ops._plain_adapter(layer) is None
+
+
+@pytest.fixture
+def lora_kernel():
+    require_c_kernel("LoRA", fast_ops.lora_kernel_error)
+
+
+def _unfused_lora(x, weight, bias, lora_a, lora_b, scaling, p, seed):
+    dropped = fast_ops._KeepScale.apply(x, p, seed, False) if p else x  # the numpy Philox mask
+    return F.linear(x, weight, bias) + scaling * F.linear(F.linear(dropped, lora_a), lora_b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("m,n_in,n_out,r", [(3200 // 50, 384, 384, 8), (37, 45, 29, 1), (9, 16, 70, 5),
+                                            (130, 100, 24, 16)])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_lora_kernel_is_the_unfused_computation(m, n_in, n_out, r, p, threads, monkeypatch, lora_kernel):
+    """Rows that end inside a group of four, widths inside a vector, ranks outside groups of two and one or
+    two threads: the same output and gradients as the three products with the same dropout mask."""
+    monkeypatch.setattr(fast_ops, "threads_for", lambda work: threads)
+    g = torch.Generator().manual_seed(m + r)
+    tensors = [torch.randn(*shape, generator=g) for shape in ((m, n_in), (n_out, n_in), (n_out,), (r, n_in),
+                                                              (n_out, r))]
+    grad = torch.randn(m, n_out, generator=g)
+    results = []
+    for fn in (fast_ops._LoraLinear.apply, _unfused_lora):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        out = fn(*leaves, 2.0, p, 1234)
+        out.backward(grad)
+        results.append([out.detach()] + [t.grad for t in leaves])
+    for ours, ref in zip(*results):
+        assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_lora_kernel_without_gradients_and_with_a_frozen_base(lora_kernel):
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(10, 12), torch.randn(7, 12), torch.randn(7)
+    lora_a, lora_b = torch.randn(3, 12, requires_grad=True), torch.randn(7, 3, requires_grad=True)
+    with torch.inference_mode():
+        assert torch.allclose(fast_ops._LoraLinear.apply(x, weight, bias, lora_a, lora_b, 0.5, 0.2, 9),
+                              _unfused_lora(x, weight, bias, lora_a, lora_b, 0.5, 0.2, 9), atol=1e-5)
+    out = fast_ops._LoraLinear.apply(x, weight, None, lora_a, lora_b, 0.5, 0.2, 9)  # only the adapter trains
+    out.square().sum().backward()
+    ref_a, ref_b = lora_a.detach().requires_grad_(), lora_b.detach().requires_grad_()
+    _unfused_lora(x, weight, None, ref_a, ref_b, 0.5, 0.2, 9).square().sum().backward()
+    for ours, ref in ((lora_a.grad, ref_a.grad), (lora_b.grad, ref_b.grad)):
+        assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_lora_forward_with_dropout_is_the_unfused_path(tmp_path, kind, monkeypatch, lora_kernel):
+    """In training with LoRA dropout, the kernel path draws the same seeds from torch's generator as the
+    unfused path (LoraDropout, then addmm) and gives the same outputs and gradients."""
+    bb = load_backbone(_tiny(tmp_path, kind, 0.0), 2, init="random", lora_dropout=0.3)
+    bb.train()
+    for p in bb.parameters():
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    h = torch.randn(3, 10, 32, requires_grad=True)
+    params = [h] + [p for p in bb.parameters() if p.requires_grad]
+
+    def run():
+        torch.manual_seed(5)
+        out = bb(h, adapters=True)
+        return out, torch.autograd.grad(out.square().sum(), params)
+
+    ours, ours_grads = run()
+    assert {layer.backend_used for layer in _lora_layers(bb)} == {"lora_cpu_kernel"}
+    monkeypatch.setattr(fast_ops, "_fused_lora_dropout", lambda *args: None)
+    ref, ref_grads = run()
+    assert {layer.backend_used for layer in _lora_layers(bb)} == {"torch"}
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(ours_grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-5 * max(1.0, b.abs().max().item()), rtol=1e-5)
+
+
+def test_lora_kernel_is_left_out_where_it_does_not_apply(tmp_path, monkeypatch, lora_kernel):
+    bb = load_backbone(_tiny(tmp_path, "llama", 0.0), 1, init="random", lora_dropout=0.1)
+    bb.train()
+    layer = _lora_layers(bb)[0]
+    x = torch.randn(2, 5, 32)
+    assert fast_ops._fused_lora_dropout(layer, "default", x) == 0.1
+    assert fast_ops._fused_lora_dropout(layer, "default", x.double()) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast_ops._fused_lora_dropout(layer, "default", x) is None
+    layer.lora_dropout["default"].p = 1e-6  # too fine for 15-bit draws: dropout() runs F.dropout
+    assert fast_ops._fused_lora_dropout(layer, "default", x) is None
+    bb.eval()
+    assert fast_ops._fused_lora_dropout(layer, "default", x) == 0.0  # no dropout in evaluation
+    monkeypatch.setattr(fast_ops, "lora_kernel_error", lambda: "turned off by the test")
+    assert fast_ops._fused_lora_dropout(layer, "default", x) is None
+    layer(x)
+    assert layer.backend_used == "torch"
+
+
+def test_a_lora_kernel_that_disagrees_is_not_used(monkeypatch, request, lora_kernel):
+    request.addfinalizer(fast_ops.LORA_KERNEL.reset)  # later tests check the real kernel again
+    fast_ops.LORA_KERNEL.reset()
+    real = fast_ops._LoraLinear.forward
+    monkeypatch.setattr(fast_ops._LoraLinear, "forward", staticmethod(lambda ctx, *a: real(ctx, *a) * 1.001))
+    assert "disagrees" in fast_ops.lora_kernel_error()
