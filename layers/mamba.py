@@ -17,7 +17,8 @@ What lives here:
   (``layers.scan_kernel``, built on first use), falling back to the PyTorch
   scan where there is no compiler, or for dtypes other than float32;
 - ``causal_depthwise_conv1d``: the block's causal convolution over time,
-  channels last;
+  channels last; ``causal_conv_silu`` the same followed by SiLU, as the block
+  uses it, in a compiled C kernel on the CPU (``layers.conv_kernel``);
 - ``Mamba``: one module whose parameters are named and shaped exactly as in
   ``mamba_ssm.modules.mamba_simple.Mamba`` (``in_proj``, ``conv1d``,
   ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so a state_dict
@@ -35,13 +36,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers import scan_kernel
+from layers import conv_kernel, scan_kernel
 
 BACKENDS = ("auto", "cuda", "torch")
 
 __all__ = ["selective_scan_ref", "selective_scan_torch", "selective_scan_cpu", "cpu_kernel_error",
-           "causal_depthwise_conv1d", "cuda_ops_available", "cuda_kernel_limits", "probe_cuda_ops", "Mamba",
-           "MambaStack"]
+           "causal_depthwise_conv1d", "causal_conv_silu", "conv_kernel_error", "cuda_ops_available",
+           "cuda_kernel_limits", "probe_cuda_ops", "Mamba", "MambaStack"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -261,11 +262,22 @@ class _ScanCore(torch.autograd.Function):
         return gu, gdelta, gAt, gB, gC
 
 
+def _torch_gate(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+    """The end of the scan in PyTorch: ``y + D u``, then times ``silu(z)``; y, u, z ``[B, L, D]``."""
+    if D is not None:
+        y = torch.addcmul(y, u, D)
+    if z is not None:  # elementwise: any layout will do, no copy
+        y = y * F.silu(z)
+    return y
+
+
 def _selective_scan(core: Callable[..., torch.Tensor], u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                     B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-                    delta_bias: torch.Tensor | None, delta_softplus: bool) -> torch.Tensor:
+                    delta_bias: torch.Tensor | None, delta_softplus: bool,
+                    gate: Callable[..., torch.Tensor] = _torch_gate) -> torch.Tensor:
     """What the scans share around their core: layout, dtype, delta's bias and softplus, the D skip, the z gate.
-    ``core(work_dtype)`` returns the autograd Function's ``apply`` to use."""
+    ``core(work_dtype)`` returns the autograd Function's ``apply`` to use; ``gate(y, u, D, z)`` (``[B, L, D]``
+    layouts, D or z None when absent) computes the D skip and the z gate."""
     _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     out_dtype = u.dtype
     work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
@@ -279,10 +291,7 @@ def _selective_scan(core: Callable[..., torch.Tensor], u: torch.Tensor, delta: t
         if delta_softplus:
             delta_w = F.softplus(delta_w)
         y = core(work)(u_w, delta_w, A.to(work).t().contiguous(), tl(B), tl(C))  # [B, L, D]
-        if D is not None:
-            y = torch.addcmul(y, u_w, D.to(work))
-        if z is not None:  # elementwise: any layout will do, no copy
-            y = y * F.silu(z.to(work).transpose(1, 2))
+        y = gate(y, u_w, None if D is None else D.to(work), None if z is None else z.to(work).transpose(1, 2))
     return y.to(out_dtype).transpose(1, 2)
 
 
@@ -308,13 +317,19 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
 def selective_scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                        C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                        delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
-    """``selective_scan_torch`` with its core computed by the compiled C kernel (``layers.scan_kernel``)
-    when the scan runs in float32 on the CPU and the kernel passed its first-call check
-    (``cpu_kernel_error``); otherwise exactly ``selective_scan_torch``. Same arguments and result."""
+    """``selective_scan_torch`` with its core, and its D skip and z gate when both are given, computed by the
+    compiled C kernel (``layers.scan_kernel``) when the scan runs in float32 on the CPU and the kernel passed its
+    first-call check (``cpu_kernel_error``); otherwise exactly ``selective_scan_torch``. Same arguments and
+    result."""
     def core(work: torch.dtype) -> Callable[..., torch.Tensor]:
         use = u.device.type == "cpu" and work == torch.float32 and cpu_kernel_error() is None
         return scan_kernel.KernelScanCore.apply if use else _ScanCore.apply
-    return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+    def gate(y: torch.Tensor, u_w: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+        use = (D is not None and z is not None and y.device.type == "cpu" and y.dtype == D.dtype == z.dtype
+               == torch.float32 and z.stride(-1) == 1 and cpu_kernel_error() is None)
+        return scan_kernel.KernelGate.apply(y, u_w, D.contiguous(), z) if use else _torch_gate(y, u_w, D, z)
+    return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus, gate)
 
 
 def cpu_kernel_error() -> str | None:
@@ -330,16 +345,54 @@ def _compare_kernel_with_torch_scan() -> str | None:
     delta = F.softplus(torch.randn(b, length, d, generator=g) - 1)
     At = -torch.rand(n, d, generator=g) - 0.5
     B, C = torch.randn(b, length, n, generator=g), torch.randn(b, length, n, generator=g)
+    D, z = torch.randn(d, generator=g), torch.randn(b, length, 2 * d, generator=g)[..., d:]  # z strided, as Mamba's
     results = []
-    for core in (_ScanCore, scan_kernel.KernelScanCore):
-        args = [t.clone().requires_grad_() for t in (u, delta, At, B, C)]
-        y = core.apply(*args)
+    for core, gate in ((_ScanCore, _torch_gate), (scan_kernel.KernelScanCore, scan_kernel.KernelGate.apply)):
+        args = [t.clone().requires_grad_() for t in (u, delta, At, B, C, D, z)]
+        y = gate(core.apply(*args[:5]), args[0], args[5], args[6])
         y.backward(gy)
         results.append([y.detach()] + [a.grad for a in args])
     errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
     if not max(errors) < 1e-4:
         return f"it disagrees with the PyTorch scan (largest relative difference {max(errors):.1e})"
     return None
+
+
+def conv_kernel_error() -> str | None:
+    """None when the C causal convolution + SiLU kernel is built and agrees with ``causal_depthwise_conv1d``
+    then ``F.silu`` (output and every gradient, strided input, a partial channel block, checked once per
+    process), else why not."""
+    return conv_kernel.KERNEL.checked_error(_compare_conv_kernel_with_torch)
+
+
+def _compare_conv_kernel_with_torch() -> str | None:
+    g = torch.Generator().manual_seed(0)
+    b, length, e, k = 3, 13, 19, 4
+    x = torch.randn(b, length, 2 * e, generator=g)[..., :e]  # strided, as Mamba's half of its projection
+    weight, bias, gy = torch.randn(e, 1, k, generator=g), torch.randn(e, generator=g), torch.randn(b, length, e,
+                                                                                                   generator=g)
+    results = []
+    for fn in (conv_kernel.CausalConvSiLU.apply, lambda *t: F.silu(causal_depthwise_conv1d(*t))):
+        args = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        y = fn(*args)
+        y.backward(gy)
+        results.append([y.detach()] + [a.grad for a in args])
+    errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
+    if not max(errors) < 1e-5:
+        return f"it disagrees with causal_depthwise_conv1d and F.silu (largest relative difference {max(errors):.1e})"
+    return None
+
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.silu(causal_depthwise_conv1d(x, weight, bias))``, by the C kernel (``layers.conv_kernel``) for float32
+    CPU tensors when it passed its first-call check (``conv_kernel_error``), else in PyTorch. Same arguments;
+    returns ``[B, L, E]`` (the kernel's result differs by float32 rounding)."""
+    usable = (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.stride(-1) == 1
+              and (bias is None or bias.dtype == torch.float32) and weight.shape[-1] <= conv_kernel.MAX_WIDTH
+              and conv_kernel_error() is None)
+    if usable:
+        return conv_kernel.CausalConvSiLU.apply(x, weight, bias)
+    return F.silu(causal_depthwise_conv1d(x, weight, bias))
 
 
 def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -576,7 +629,8 @@ class Mamba(nn.Module):
         if use_cuda and ops["conv"] is not None:  # the kernel takes [B, E, L]
             xs = ops["conv"](xs.mT, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu").mT
         else:
-            xs = F.silu(causal_depthwise_conv1d(xs, self.conv1d.weight, self.conv1d.bias))  # [B, L, E]
+            conv = causal_conv_silu if use_kernel else lambda *t: F.silu(causal_depthwise_conv1d(*t))
+            xs = conv(xs, self.conv1d.weight, self.conv1d.bias)  # [B, L, E]
         x_dbl = self.x_proj(xs)  # [B, L, R + 2N]
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # [B, L, E]; the bias goes in as delta_bias

@@ -32,6 +32,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.scan_fwd.argtypes = [i64] * 5 + [ctypes.c_int] + [ptr] * 7
     lib.scan_bwd.argtypes = [i64] * 5 + [ctypes.c_int] + [ptr] * 13
     lib.scan_fwd.restype = lib.scan_bwd.restype = ctypes.c_int
+    lib.gate_fwd_f32.argtypes = [i64] * 5 + [ptr] * 5 + [ctypes.c_int]
+    lib.gate_bwd_f32.argtypes = [i64] * 5 + [ptr] * 9 + [ctypes.c_int]
 
 
 KERNEL = CKernel(SOURCE, _declare)
@@ -82,3 +84,32 @@ class KernelScanCore(torch.autograd.Function):
         _check(lib.scan_bwd(bsz, length, d, n, SEGMENT, threads,
                             *map(_ptr, (u, delta, At, At2, B, C, hs, gy, gu, gdelta, gAt, gB, gC))))
         return gu, gdelta, gAt.sum(0), gB, gC
+
+
+class KernelGate(torch.autograd.Function):
+    """The end of the selective scan by the C kernel: ``(y + D u) * silu(z)``, one pass forward and one backward
+    (which recomputes ``y + D u`` and ``sigmoid(z)``). Float32 on the CPU: y, u ``[B, L, D]`` contiguous; D ``[D]``;
+    z ``[B, L, D]`` with unit stride over channels (Mamba's gate, a strided half of its projection) ->
+    ``[B, L, D]``."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, u: torch.Tensor, D: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        bsz, length, d = y.shape
+        out = torch.empty_like(y)
+        KERNEL.lib().gate_fwd_f32(bsz, length, d, z.stride(0), z.stride(1),
+                                  *map(_ptr, (y, u, D, z, out)), threads_for(bsz))
+        ctx.save_for_backward(y, u, D, z)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor):
+        y, u, D, z = ctx.saved_tensors
+        bsz, length, d = y.shape
+        g = g.contiguous()
+        threads = threads_for(bsz)
+        gy, gu, gz = torch.empty_like(y), torch.empty_like(u), torch.empty(bsz, length, d, dtype=z.dtype)
+        gD = D.new_zeros(threads, d)  # a sum over the batch: one partial per thread
+        KERNEL.lib().gate_bwd_f32(bsz, length, d, z.stride(0), z.stride(1),
+                                  *map(_ptr, (y, u, D, z, g, gy, gu, gz, gD)), threads)
+        return gy, gu, gD.sum(0), gz

@@ -9,8 +9,8 @@
  *
  * Element i's 15-bit draw d (philox.h) decides: kept iff d >= threshold (threshold = round(p 2^15), so
  * P(drop) = threshold / 2^15). Kept elements are multiplied by scale, dropped ones by 0 (so an inf or NaN
- * input gives NaN, as x * mask does in PyTorch). bfloat16 is multiplied in float32 and rounded to nearest even, as PyTorch rounds a bfloat16
- * tensor times a Python float.
+ * input gives NaN, as x * mask does in PyTorch). bfloat16 is multiplied in float32 and rounded to nearest
+ * even, as PyTorch rounds a bfloat16 tensor times a Python float.
  *
  * mask, when not NULL, receives the keep flags, one byte (1 or 0) per element; the backward
  * (masked_scale_*) multiplies the output gradient by the same flags and scale: a quarter of a float32

@@ -22,18 +22,14 @@
 
 static const float K0 = 0.7978845608028654f;  /* sqrt(2/pi) */
 static const float K1 = 0.044715f;
-static const float LOG2E = 1.4426950408889634f;
 
 static inline vf clamped(vf x) {
     x = blend(x < -CLAMP, splat(-CLAMP), x);
     return blend(x > CLAMP, splat(CLAMP), x);
 }
 
-/* s = sigmoid(2u) = 1 / (1 + 2^(-2u log2 e)) at x already clamped */
-static inline vf sigmoid_2u(vf xc) {
-    vf u = K0 * (xc + K1 * xc * xc * xc);
-    return 1.0f / (1.0f + exp2v(u * (-2.0f * LOG2E)));
-}
+/* s = sigmoid(2u) at x already clamped */
+static inline vf sigmoid_2u(vf xc) { return sigmoidv(2.0f * K0 * (xc + K1 * xc * xc * xc)); }
 
 /* y = gelu(x); d, when not NULL, receives gelu'(x) from the same pass: for training, where the backward is then
  * one multiply, g d, and d is kept in place of x (the same memory; PyTorch keeps x and computes the tanh

@@ -27,25 +27,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "philox.h"
+#include "threads.h"
 #include "vecmath.h"
 
 #define ROWS 4 /* rows of the big operand handled together (see the helpers below) */
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-INLINE int thread_index(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* Each helper below works on `rows` rows at once: ROWS in the main loop, 1 for the last few. They are
  * inlined with `rows` a constant, so their loops over rows unroll and their sums stay in registers: several
@@ -180,7 +170,7 @@ int lora_up_backward_f32(int64_t m, int64_t n, int64_t r, const float *g, const 
     int failed = 0;
     #pragma omp parallel num_threads(threads)
     {
-        float *gBt = gBt_parts + thread_index() * r * n, *c = malloc(ROWS * r * sizeof(float));
+        float *gBt = gBt_parts + thread_slot() * r * n, *c = malloc(ROWS * r * sizeof(float));
         if (!c) failed = 1;
         #pragma omp for schedule(static)
         for (int64_t i0 = 0; i0 < m; i0 += ROWS) {
@@ -213,7 +203,7 @@ int lora_down_backward_f32(int64_t m, int64_t n, int64_t r, const float *x, cons
     int failed = 0;
     #pragma omp parallel num_threads(threads)
     {
-        float *gA = gA_parts + thread_index() * r * n, *xd = malloc(2 * ROWS * n * sizeof(float)), *t = xd + ROWS * n;
+        float *gA = gA_parts + thread_slot() * r * n, *xd = malloc(2 * ROWS * n * sizeof(float)), *t = xd + ROWS * n;
         if (!xd) failed = 1;
         #pragma omp for schedule(static)
         for (int64_t i0 = 0; i0 < m; i0 += ROWS) {

@@ -17,10 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
+#include "threads.h"
 #include "vecmath.h"
 
 /* forward over all time steps of one batch row, channels [d0, d0 + w), w <= W */
@@ -126,11 +124,7 @@ int scan_bwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int thre
     int failed = 0;
     #pragma omp parallel num_threads(threads)
     {
-        int k_thread = 0;
-#ifdef _OPENMP
-        k_thread = omp_get_thread_num();
-#endif
-        float *gA = gA_parts + k_thread * N * D;
+        float *gA = gA_parts + thread_slot() * N * D;
         vf *hbuf = aligned_alloc(sizeof(vf), ((S + 1) * N + 2 * N + 2 * nblk * N + 3 * S * N) * sizeof(vf));
         if (!hbuf) failed = 1;
         vf *a = hbuf + (S + 1) * N, *a1 = a + N, *carry = a1 + N, *ga = carry + nblk * N, *pB = ga + nblk * N,
@@ -166,4 +160,52 @@ int scan_bwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int thre
         free(hbuf);
     }
     return failed;
+}
+
+/* The end of the selective scan: the D skip and the SiLU gate, out = (y + D u) silu(z), silu(z) = z s,
+ * s = sigmoid(z) (vecmath.h's sigmoidv). In PyTorch that is an addcmul, a SiLU and a multiply forward and some
+ * seven passes backward; here one pass each way, the backward recomputing y + D u and s:
+ *   gy = g z s,  gu = D gy,  gz = g (y + D u) s (1 + z (1 - s)),  gD = sum_{b,t} gy u.
+ * y, u, out, g, gy, gu, gz [B, L, E] contiguous; D [E]; z [B, L, E] with strides (sb, st, 1), so that Mamba's
+ * half of its input projection's output is read in place. Batch rows split across threads as above; gD_parts
+ * [threads, E] zeroed by the caller, slot k the sum over thread k's rows. */
+void gate_fwd_f32(int64_t B, int64_t L, int64_t E, int64_t sb, int64_t st, const float *y, const float *u,
+                  const float *D, const float *z, float *out, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < L; t++) {
+            int64_t o = (b * L + t) * E;
+            const float *zr = z + b * sb + t * st;
+            for (int64_t e = 0; e < E; e += W) {
+                int64_t w = E - e < W ? E - e : W;
+                vf zv = load(zr + e, w);
+                vf yd = load(y + o + e, w) + load(D + e, w) * load(u + o + e, w);
+                store(out + o + e, yd * zv * sigmoidv(zv), w);
+            }
+        }
+}
+
+/* gD_parts [threads, E] zeroed by the caller; slot i the sum over thread i's batch rows */
+void gate_bwd_f32(int64_t B, int64_t L, int64_t E, int64_t sb, int64_t st, const float *y, const float *u,
+                  const float *D, const float *z, const float *g, float *gy, float *gu, float *gz, float *gD_parts,
+                  int threads) {
+    #pragma omp parallel num_threads(threads)
+    {
+        float *gD = gD_parts + thread_slot() * E;
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < L; t++) {
+                int64_t o = (b * L + t) * E;
+                const float *zr = z + b * sb + t * st;
+                for (int64_t e = 0; e < E; e += W) {
+                    int64_t w = E - e < W ? E - e : W;
+                    vf zv = load(zr + e, w), s = sigmoidv(zv), gv = load(g + o + e, w), uv = load(u + o + e, w);
+                    vf dv = load(D + e, w), gyv = gv * zv * s;
+                    store(gy + o + e, gyv, w);
+                    store(gu + o + e, dv * gyv, w);
+                    store(gz + o + e, gv * (load(y + o + e, w) + dv * uv) * s * (1.0f + zv * (1.0f - s)), w);
+                    store(gD + e, load(gD + e, w) + gyv * uv, w);
+                }
+            }
+    }
 }

@@ -1,7 +1,7 @@
 /* Float vectors for the C kernels of layers/csrc: W lanes in GNU vector extensions (GCC and clang turn them
  * into AVX2/AVX-512 or NEON code, or scalar code without them), a lane-masked load and store for a last
- * partial vector, a select, and exp2. Included by the kernels; layers/ckernel.py hashes it into every
- * kernel's build key, so a change here rebuilds them. */
+ * partial vector, a select, exp2 and the logistic sigmoid. Included by the kernels; layers/ckernel.py hashes it
+ * into every kernel's build key, so a change here rebuilds them. */
 #ifndef CROSSALIGN_VECMATH_H
 #define CROSSALIGN_VECMATH_H
 
@@ -49,5 +49,8 @@ static inline vf exp2v(vf x) {
     p = p * f + 1.000000000e+00f;
     return p * (vf)(((vu)i + 127u) << 23);
 }
+
+/* 1 / (1 + e^-x), through exp2v: 0 below about -88 (e^-x overflows to inf), 1 above about 17 */
+static inline vf sigmoidv(vf x) { return 1.0f / (1.0f + exp2v(x * -1.4426950408889634f)); }
 
 #endif

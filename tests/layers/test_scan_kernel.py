@@ -210,3 +210,41 @@ def test_first_use_inside_inference_mode_checks_and_runs_the_kernel(kernel, fres
         y = stack(torch.randn(2, 10, 8))
     assert torch.isfinite(y).all() and stack.layers[0].mixer.backend_used == "cpu_kernel"
     assert mamba_mod.cpu_kernel_error() is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch,length,d", [(3, 17, 13), (2, 100, 256)])
+def test_kernel_gate_is_the_d_skip_and_silu_gate(kernel, monkeypatch, threads, batch, length, d):
+    """(y + D u) silu(z) with z a strided half of a wider tensor (as Mamba's), a partial channel vector, one or
+    two threads: float64 reference, outputs and every gradient."""
+    monkeypatch.setattr(scan_kernel, "threads_for", lambda work: threads)
+    g = torch.Generator().manual_seed(d)
+    y, u, grad = (torch.randn(batch, length, d, generator=g) for _ in range(3))
+    D, zz = torch.randn(d, generator=g), torch.randn(batch, length, 2 * d, generator=g) * 4
+    results = []
+    for fn, dtype in ((scan_kernel.KernelGate.apply, torch.float32), (mamba_mod._torch_gate, torch.float64)):
+        zz_leaf = zz.to(dtype).clone().requires_grad_()
+        leaves = [t.to(dtype).clone().requires_grad_() for t in (y, u, D)]
+        out = fn(*leaves, zz_leaf[..., d:])
+        out.backward(grad.to(dtype))
+        results.append([out.detach()] + [t.grad for t in leaves] + [zz_leaf.grad])
+    for ours, ref in zip(*results):
+        assert ours.dtype == torch.float32
+        assert torch.allclose(ours.double(), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    assert results[0][-1][..., :d].abs().max() == 0  # nothing flows into the other half
+
+
+def test_mamba_gate_falls_back_without_d_or_z_or_in_float64(kernel, monkeypatch):
+    calls = []
+    real = scan_kernel.KernelGate.apply
+    monkeypatch.setattr(scan_kernel.KernelGate, "apply", lambda *a: calls.append(1) or real(*a))
+    inp = _inputs(2, 5, 3, 9)
+    f32 = {k: v.float() for k, v in inp.items()}
+    selective_scan_cpu(**f32, delta_softplus=True)
+    assert calls == [1]
+    selective_scan_cpu(**{**f32, "z": None})
+    selective_scan_cpu(**{**f32, "D": None})
+    selective_scan_cpu(**inp)
+    assert calls == [1]
+    ref = selective_scan_torch(**f32, delta_softplus=True)
+    torch.testing.assert_close(selective_scan_cpu(**f32, delta_softplus=True), ref, rtol=1e-4, atol=1e-5)

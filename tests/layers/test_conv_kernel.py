@@ -1,0 +1,85 @@
+"""Tests for layers/conv_kernel.py: the compiled causal depthwise convolution + SiLU of Mamba against
+``causal_depthwise_conv1d`` then ``F.silu``, its threads and strides, special values, Mamba's choice of it and
+its fallbacks."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import require_c_kernel
+from layers import conv_kernel
+from layers import mamba as mamba_mod
+from layers.mamba import Mamba, causal_conv_silu, causal_depthwise_conv1d
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def kernel():
+    require_c_kernel("causal convolution", mamba_mod.conv_kernel_error)
+
+
+def _outputs_and_grads(fn, x, weight, bias, gy):
+    leaves = [t if t is None else t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    y = fn(*leaves)
+    y.backward(gy)
+    return [y.detach()] + [t.grad for t in leaves if t is not None]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("b,length,e,k,strided,bias", [(3, 13, 19, 4, True, True), (2, 3, 8, 4, False, True),
+                                                       (4, 100, 256, 4, True, False), (2, 5, 7, 1, False, True),
+                                                       (2, 40, 16, 3, True, True), (1, 2, 9, 6, False, False)])
+def test_kernel_is_conv_then_silu(kernel, monkeypatch, threads, b, length, e, k, strided, bias):
+    """Strided input (Mamba's half of its projection), partial channel vectors, widths other than Mamba's 4
+    (and one longer than the sequence), with and without bias, one or two threads: float64 reference."""
+    monkeypatch.setattr(conv_kernel, "threads_for", lambda work: threads)
+    g = torch.Generator().manual_seed(length + e)
+    x = torch.randn(b, length, 2 * e, generator=g)[..., :e]
+    if not strided:
+        x = x.contiguous()
+    weight, gy = torch.randn(e, 1, k, generator=g), torch.randn(b, length, e, generator=g)
+    b_ = torch.randn(e, generator=g) if bias else None
+    ours = _outputs_and_grads(causal_conv_silu, x, weight, b_, gy)
+    ref = _outputs_and_grads(lambda *t: F.silu(causal_depthwise_conv1d(*t)), x.double(), weight.double(),
+                             None if b_ is None else b_.double(), gy.double())
+    for a, r in zip(ours, ref):
+        assert a.dtype == torch.float32 and a.shape == r.shape
+        assert torch.allclose(a.double(), r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
+
+
+def test_kernel_special_values(kernel):
+    x = torch.tensor([0.0, 1.0, -200.0, 200.0, float("nan")]).reshape(1, 5, 1)
+    weight, bias = torch.tensor([[[0.0, 1.0]]]), torch.zeros(1)  # y_t = silu(x_t)
+    y = causal_conv_silu(x, weight, bias).flatten()
+    assert y[0] == 0 and torch.isclose(y[1], F.silu(torch.tensor(1.0)))
+    assert y[2].abs() < 1e-30 and y[3] == 200.0 and y[4].isnan()  # the limits 0 and x; NaN stays NaN
+
+
+def test_mamba_runs_the_kernel_on_cpu_float32_only_with_auto(kernel, monkeypatch):
+    calls = []
+    real = conv_kernel.CausalConvSiLU.apply
+    monkeypatch.setattr(conv_kernel.CausalConvSiLU, "apply", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 9, 16)
+    Mamba(16, backend="auto")(x)
+    assert calls == [1]
+    Mamba(16, backend="torch")(x)
+    Mamba(16, backend="auto").double()(x.double())
+    assert calls == [1]
+
+
+def test_without_the_kernel_it_is_pytorch(monkeypatch):
+    monkeypatch.setattr(mamba_mod, "conv_kernel_error", lambda: "turned off by the test")
+    x, weight, bias = torch.randn(2, 7, 5), torch.randn(5, 1, 4), torch.randn(5)
+    assert torch.equal(causal_conv_silu(x, weight, bias), F.silu(causal_depthwise_conv1d(x, weight, bias)))
+
+
+def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch, request):
+    request.addfinalizer(conv_kernel.KERNEL.reset)  # later tests check the real kernel again
+    conv_kernel.KERNEL.reset()
+    real = conv_kernel.CausalConvSiLU.forward
+    monkeypatch.setattr(conv_kernel.CausalConvSiLU, "forward", staticmethod(lambda ctx, *a: real(ctx, *a) * 1.001))
+    assert "disagrees" in mamba_mod.conv_kernel_error()
+    x, weight = torch.randn(2, 7, 5), torch.randn(5, 1, 4)
+    assert torch.equal(causal_conv_silu(x, weight), F.silu(causal_depthwise_conv1d(x, weight)))
