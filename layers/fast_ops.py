@@ -36,15 +36,16 @@ shows the effect on a whole step):
 
 - peft's LoRA ``Linear`` computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling``.
   In float32 on the CPU, ``lora_forward`` runs it as :class:`_LoraLinear`: the C kernel
-  ``csrc/lora.c`` computes the rank-r products, forward and backward, a row at a time with the
+  ``csrc/lora.c`` computes the rank-r products, forward and backward, four rows at a time with the
   ``r x n`` side in cache, and draws the dropout inside the first one (the same mask as
   ``dropout`` for the same seed), keeping one flag byte per element instead of ``dropout(x)``.
   MKL runs these products, with one side of ``r = 8`` columns, at 12-28 GFLOP/s on an AVX2 core,
   where the layer's own ``[M, in] x [in, out]`` product runs at 60-70; and the dropout, the
   adapter's sum into the output and its gradient's sum into ``x``'s are passes of their own.
-  Forward and backward of a MiniLM ``[3200, 384] -> 384`` LoRA ``Linear`` (base product included)
-  on one core of an AMD EPYC: 48.5 -> 44.0 ms; ``384 -> 1536`` 146.6 -> 135.0 ms; ``1536 -> 384``
-  139.4 -> 121.2 ms; GPT-2's ``768 -> 2304`` 418.8 -> 367.8 ms. Elsewhere (bf16 autocast, other
+  The work besides the base product, forward + backward of one LoRA ``Linear`` at ``M = 3200``
+  (torch.profiler self times, one core of an AMD EPYC, medians of 3): MiniLM's ``384 -> 384`` 7.6 ->
+  5.6 ms, ``384 -> 1536`` 18.0 -> 11.9, ``1536 -> 384`` 23.8 -> 17.9; GPT-2's ``768 -> 2304`` 27.7 ->
+  19.2, ``768 -> 3072`` 35.3 -> 23.7, ``3072 -> 768`` 46.3 -> 34.6. Elsewhere (bf16 autocast, other
   dtypes or devices, no compiler) the low-rank product is added into the base output with one
   ``addmm(base(x), a, B^T, alpha=scaling)``: the same sum, one pass. Its ``B^T`` is a contiguous
   ``[r, out]`` copy, so that ``B``'s gradient is ``a^T g`` (``[r, M] @ [M, out]``); ``nn.Linear``'s
