@@ -292,7 +292,18 @@ def _compare_gelu_kernel_with_torch() -> str | None:
     return None
 
 
-class _GeluTanh(torch.autograd.Function):
+class _ElementwiseWithDerivative(torch.autograd.Function):
+    """An elementwise function whose forward saves its derivative at ``x`` (instead of ``x``): the backward is
+    one multiply."""
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative
+
+
+class _GeluTanh(_ElementwiseWithDerivative):
     """The tanh-form GELU of a float32 CPU tensor by the C kernel.
 
     When a gradient is needed the kernel also writes the derivative ``gelu'(x)``, which is saved instead of
@@ -310,35 +321,23 @@ class _GeluTanh(torch.autograd.Function):
         ctx.save_for_backward(derivative)
         return y
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (derivative,) = ctx.saved_tensors
-        return grad * derivative
 
-
-class _GeluErf(torch.autograd.Function):
+class _GeluErf(_ElementwiseWithDerivative):
     """The exact (erf) GELU of a float32 CPU tensor: PyTorch's forward, and when a gradient is needed the C
     kernel's derivative ``gelu'(x)`` from ``x`` and the output in one more pass, saved instead of ``x``, so the
     backward is one multiply (PyTorch's backward computes erf and exp again)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(x)
+        x = x.contiguous()
+        y = F.gelu(x)  # contiguous, as x
         derivative = None
         if ctx.needs_input_grad[0]:
-            x = x.contiguous()
             derivative = torch.empty_like(x)
-            GELU_KERNEL.lib().gelu_erf_derivative_f32(x.numel(), x.data_ptr(), y.contiguous().data_ptr(),
-                                                      derivative.data_ptr(), threads_for(x.numel() // 4096))
+            GELU_KERNEL.lib().gelu_erf_derivative_f32(x.numel(), x.data_ptr(), y.data_ptr(), derivative.data_ptr(),
+                                                      threads_for(x.numel() // 4096))
         ctx.save_for_backward(derivative)
         return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (derivative,) = ctx.saved_tensors
-        return grad * derivative
 
 
 def gelu_backend(x: torch.Tensor) -> str:
@@ -555,6 +554,7 @@ class _LoraLinear(torch.autograd.Function):
                 lora_b: torch.Tensor, scaling: float, p: float, seed: int) -> torch.Tensor:
         m, n_in = x.shape
         r = lora_a.shape[0]
+        lora_a = lora_a.contiguous()  # the kernel reads it row by row (a parameter already is)
         threshold, drop_scale = _threshold_and_scale(p) if p else (0, 1.0)
         flags = torch.empty(m, n_in, dtype=torch.int8) if threshold and any(ctx.needs_input_grad) else None
         a = x.new_empty(m, r)

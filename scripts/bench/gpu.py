@@ -16,6 +16,7 @@ from contextlib import nullcontext
 
 import torch
 
+from layers.mamba import Mamba
 from scripts.bench.scan import median_ms
 
 
@@ -79,7 +80,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
             t_train = median_ms(train, device, args.warmup, args.steps) / 1e3
             t_infer = median_ms(infer, device, args.warmup, args.steps) / 1e3
             peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
-            used = sorted({m.backend_used for m in model.modules() if getattr(m, "backend_used", None)})
+            # the Mamba blocks' scan only (dropout, GELU and LoRA modules report their own backends too)
+            used = sorted({m.backend_used for m in model.modules() if isinstance(m, Mamba) and m.backend_used})
             rows.append({"precision": precision, "batch": batch, "train_ms": 1e3 * t_train,
                          "train_windows_s": batch / t_train, "infer_ms": 1e3 * t_infer,
                          "infer_windows_s": batch / t_infer, "peak_gib": peak, "mamba": ",".join(used)})
