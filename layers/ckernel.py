@@ -4,11 +4,11 @@
 with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``; ``-O3 -march=native``, retried
 without ``-march=native``, then without OpenMP, if that fails) into a cache folder
 (``$CROSSALIGN_KERNEL_DIR``, else ``$XDG_CACHE_HOME/crossalign/kernels``, else
-``~/.cache/crossalign/kernels``), one file per source (with the shared headers of ``csrc``), flags and CPU, written atomically so concurrent
-runs do not see a half-written library. Loaded with ctypes: the sources are plain C11 with GNU vector
-extensions and no Python or torch headers, so a build takes well under a second. Without a compiler, or
-if the build fails, ``lib()`` is None and ``unavailable_reason()`` says why; callers then run their
-PyTorch path.
+``~/.cache/crossalign/kernels``), one file per source (with the shared headers of ``csrc``), flags and
+CPU, written atomically so concurrent runs do not see a half-written library. Loaded with ctypes: the
+sources are plain C11 with GNU vector extensions and no Python or torch headers, so a build takes well under
+a second. Without a compiler, or if the build fails, ``lib()`` is None and ``unavailable_reason()`` says
+why; callers then run their PyTorch path.
 
 OpenMP: on Linux with GCC the kernels are built with ``-fopenmp``, and the dynamic linker resolves their
 libgomp to the copy PyTorch has loaded, so their threads are PyTorch's own
@@ -168,3 +168,26 @@ class CKernel:
 def threads_for(work_items: int) -> int:
     """OpenMP threads for a kernel call: PyTorch's thread count, at most one per independent work item."""
     return max(1, min(torch.get_num_threads(), work_items))
+
+
+def raise_if_failed(code: int, kernel: str) -> None:
+    """The kernels return 0, or 1 when a working buffer could not be allocated: raise on 1."""
+    if code:
+        raise MemoryError(f"the C {kernel} kernel could not allocate its working buffers")
+
+
+def outputs_and_gradients(fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
+                          grad: torch.Tensor) -> list[torch.Tensor]:
+    """``[fn(*inputs), d/d input_0, ...]`` for the output gradient ``grad``: what a kernel's first-call check
+    compares with its PyTorch path. Each input becomes a fresh leaf with the input's own strides (a strided view,
+    such as Mamba's half of its projection, stays strided: the layout the kernel is called with)."""
+    leaves = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype).copy_(t).requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    out.backward(grad)
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+def largest_relative_difference(ours: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """The largest over pairs of ``max |ours - reference| / max |reference|``: how far a kernel's outputs and
+    gradients are from its PyTorch path's."""
+    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(ours, reference))

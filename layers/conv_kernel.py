@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from layers.ckernel import CSRC, CKernel, threads_for
+from layers.ckernel import CSRC, CKernel, raise_if_failed, threads_for
 
 MAX_WIDTH = 16  # the kernel's largest convolution width (csrc/causal_conv.c's MAX_K)
 
@@ -34,11 +34,6 @@ def _declare(lib: ctypes.CDLL) -> None:
 KERNEL = CKernel(CSRC / "causal_conv.c", _declare)
 
 
-def _check(code: int) -> None:
-    if code:
-        raise MemoryError("the C causal convolution could not allocate its working buffers")
-
-
 class CausalConvSiLU(torch.autograd.Function):
     """``silu(causal_depthwise_conv1d(x, weight, bias))`` by the C kernel.
 
@@ -50,13 +45,16 @@ class CausalConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         bsz, length, e = x.shape
+        if weight.shape[-1] > MAX_WIDTH:
+            raise ValueError(f"the C causal convolution takes widths up to {MAX_WIDTH}, got {weight.shape[-1]}")
         wt = weight.reshape(e, -1).t().contiguous()  # [K, E]
         bias_c = None if bias is None else bias.contiguous()
         y = x.new_empty(bsz, length, e)
-        _check(KERNEL.lib().causal_conv_silu_fwd_f32(bsz, length, e, wt.shape[0], x.stride(0), x.stride(1),
+        code = KERNEL.lib().causal_conv_silu_fwd_f32(bsz, length, e, wt.shape[0], x.stride(0), x.stride(1),
                                                      x.data_ptr(), wt.data_ptr(),
                                                      None if bias_c is None else bias_c.data_ptr(), y.data_ptr(),
-                                                     threads_for(bsz)))
+                                                     threads_for(bsz))
+        raise_if_failed(code, "causal convolution")
         ctx.save_for_backward(x, wt, bias_c)
         ctx.weight_shape = weight.shape
         return y
@@ -71,9 +69,10 @@ class CausalConvSiLU(torch.autograd.Function):
         threads = threads_for(bsz)
         gx = torch.empty(bsz, length, e, dtype=x.dtype)
         gw, gb = x.new_zeros(threads, k, e), x.new_zeros(threads, e)  # sums over the batch: one per thread
-        _check(KERNEL.lib().causal_conv_silu_bwd_f32(bsz, length, e, k, x.stride(0), x.stride(1), x.data_ptr(),
+        code = KERNEL.lib().causal_conv_silu_bwd_f32(bsz, length, e, k, x.stride(0), x.stride(1), x.data_ptr(),
                                                      wt.data_ptr(), None if bias is None else bias.data_ptr(),
                                                      gy.data_ptr(), gx.data_ptr(), gw.data_ptr(), gb.data_ptr(),
-                                                     threads))
+                                                     threads)
+        raise_if_failed(code, "causal convolution")
         grad_weight = gw.sum(0).t().reshape(ctx.weight_shape)
         return gx, grad_weight, None if bias is None else gb.sum(0)

@@ -64,18 +64,11 @@ shows the effect on a whole step):
   ``F.gelu(x, approximate="tanh")``. Not bit-identical: within 5.2e-7
   absolute of the float64 function forward (PyTorch's float32: 4.3e-7) and
   2e-6 backward (PyTorch: 1e-6), on ``[-12, 12]``.
-- GELU's exact form (BERT's, ``F.gelu``): PyTorch's backward computes erf
-  and exp again (``[3200, 1536]``: 6.3 ms forward, 20.1 forward + backward
-  on one AVX2 core). ``gelu_erf`` keeps PyTorch's forward and, in training,
-  writes the derivative ``Phi(x) + x phi(x)`` in one more pass (``Phi =
-  gelu(x) / x``, so only an ``exp``), kept instead of ``x``, so the backward
-  is one multiply: 6.3 + 6.1 + 3.7 = 16.1 ms, the derivative within 2.6e-7
-  of float64's, as PyTorch's own.
 
 ``install(model)`` puts these into a transformers model: every ``nn.Dropout``
 becomes ``Dropout`` (peft's LoRA dropouts ``LoraDropout``), every peft LoRA
 ``Linear`` runs ``lora_forward``, every tanh-form GELU module becomes
-``TanhGELU`` and every erf-form one ``ErfGELU``, and the attention of families that look it up in transformers'
+``TanhGELU``, and the attention of families that look it up in transformers'
 attention registry (GPT-2, BERT, Llama) becomes ``attention``.
 """
 from __future__ import annotations
@@ -89,10 +82,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers.ckernel import CSRC, CKernel, threads_for
+from layers.ckernel import CSRC, CKernel, outputs_and_gradients, raise_if_failed, threads_for
 
-__all__ = ["dropout", "Dropout", "LoraDropout", "backend", "kernel_error", "gelu_tanh", "TanhGELU", "gelu_erf",
-           "ErfGELU", "gelu_backend", "gelu_kernel_error", "attention", "lora_forward", "lora_kernel_error", "install",
+__all__ = ["dropout", "Dropout", "LoraDropout", "backend", "kernel_error", "gelu_tanh", "TanhGELU",
+           "gelu_backend", "gelu_kernel_error", "attention", "lora_forward", "lora_kernel_error", "install",
            "ATTENTION_NAME"]
 
 ATTENTION_NAME = "crossalign_sdpa"  # the name registered in transformers' AttentionInterface
@@ -140,21 +133,13 @@ def kernel_error() -> str | None:
     return KERNEL.checked_error(_compare_kernel_with_numpy)
 
 
-def _output_and_gradient(fn, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(x)`` and the gradient ``grad`` sends back to ``x``: what a kernel's first-call check compares."""
-    leaf = x.clone().requires_grad_()
-    y = fn(leaf)
-    y.backward(grad)
-    return y.detach(), leaf.grad
-
-
 def _compare_kernel_with_numpy() -> str | None:
     g = torch.Generator().manual_seed(0)
     for dtype in _KERNEL_DTYPES:
         x = torch.randn(3, 1031, generator=g).to(dtype)  # 3093 elements: several chunks, a partial last block
         grad = torch.randn(3, 1031, generator=g).to(dtype)
-        y_k, g_k = _output_and_gradient(lambda t: _KeepScale.apply(t, 0.3, 12345, True), x, grad)
-        y_n, g_n = _output_and_gradient(lambda t: _KeepScale.apply(t, 0.3, 12345, False), x, grad)
+        y_k, g_k = outputs_and_gradients(lambda t: _KeepScale.apply(t, 0.3, 12345, True), [x], grad)
+        y_n, g_n = outputs_and_gradients(lambda t: _KeepScale.apply(t, 0.3, 12345, False), [x], grad)
         if not (torch.equal(y_k, y_n) and torch.equal(g_k, g_n)):
             return f"it disagrees with the numpy Philox path in {dtype}"
     return None
@@ -264,7 +249,6 @@ class LoraDropout(Dropout):
 def _declare_gelu(lib: ctypes.CDLL) -> None:
     i64, ptr, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     lib.gelu_tanh_f32.argtypes = [i64, ptr, ptr, ptr, threads]
-    lib.gelu_erf_derivative_f32.argtypes = [i64, ptr, ptr, ptr, threads]
 
 
 GELU_KERNEL = CKernel(CSRC / "gelu.c", _declare_gelu)
@@ -272,38 +256,23 @@ _GELU_TOLERANCE = 1e-5  # kernel against F.gelu(approximate="tanh"), absolute an
 
 
 def gelu_kernel_error() -> str | None:
-    """None when the C GELU kernel is built and agrees with ``F.gelu(x, approximate="tanh")`` (outputs and
-    gradients) and with ``F.gelu(x)``'s gradient (the erf form), within ``_GELU_TOLERANCE`` (checked once per
-    process); else why not."""
+    """None when the C tanh-GELU kernel is built and agrees with ``F.gelu(x, approximate="tanh")``, outputs and
+    gradients, within ``_GELU_TOLERANCE`` (checked once per process); else why not."""
     return GELU_KERNEL.checked_error(_compare_gelu_kernel_with_torch)
 
 
 def _compare_gelu_kernel_with_torch() -> str | None:
     x = torch.cat([torch.linspace(-12.0, 12.0, 3001), torch.tensor([0.0, -0.0, 1e-30, 30.0, -30.0])])
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    y_k, g_k = _output_and_gradient(_GeluTanh.apply, x, grad)
-    y_t, g_t = _output_and_gradient(lambda t: F.gelu(t, approximate="tanh"), x, grad)
+    y_k, g_k = outputs_and_gradients(_GeluTanh.apply, [x], grad)
+    y_t, g_t = outputs_and_gradients(lambda t: F.gelu(t, approximate="tanh"), [x], grad)
     tol = _GELU_TOLERANCE
     if not (torch.allclose(y_k, y_t, rtol=tol, atol=tol) and torch.allclose(g_k, g_t, rtol=tol, atol=tol)):
         return "it disagrees with F.gelu(approximate='tanh')"
-    (_, g_k), (_, g_t) = _output_and_gradient(_GeluErf.apply, x, grad), _output_and_gradient(F.gelu, x, grad)
-    if not torch.allclose(g_k, g_t, rtol=tol, atol=tol):
-        return "its erf-form derivative disagrees with F.gelu's"
     return None
 
 
-class _ElementwiseWithDerivative(torch.autograd.Function):
-    """An elementwise function whose forward saves its derivative at ``x`` (instead of ``x``): the backward is
-    one multiply."""
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (derivative,) = ctx.saved_tensors
-        return grad * derivative
-
-
-class _GeluTanh(_ElementwiseWithDerivative):
+class _GeluTanh(torch.autograd.Function):
     """The tanh-form GELU of a float32 CPU tensor by the C kernel.
 
     When a gradient is needed the kernel also writes the derivative ``gelu'(x)``, which is saved instead of
@@ -321,23 +290,11 @@ class _GeluTanh(_ElementwiseWithDerivative):
         ctx.save_for_backward(derivative)
         return y
 
-
-class _GeluErf(_ElementwiseWithDerivative):
-    """The exact (erf) GELU of a float32 CPU tensor: PyTorch's forward, and when a gradient is needed the C
-    kernel's derivative ``gelu'(x)`` from ``x`` and the output in one more pass, saved instead of ``x``, so the
-    backward is one multiply (PyTorch's backward computes erf and exp again)."""
-
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()
-        y = F.gelu(x)  # contiguous, as x
-        derivative = None
-        if ctx.needs_input_grad[0]:
-            derivative = torch.empty_like(x)
-            GELU_KERNEL.lib().gelu_erf_derivative_f32(x.numel(), x.data_ptr(), y.data_ptr(), derivative.data_ptr(),
-                                                      threads_for(x.numel() // 4096))
-        ctx.save_for_backward(derivative)
-        return y
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative
 
 
 def gelu_backend(x: torch.Tensor) -> str:
@@ -357,25 +314,6 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 def _gelu_tanh_by(backend_name: str, x: torch.Tensor) -> torch.Tensor:
     return _GeluTanh.apply(x) if backend_name == "cpu_kernel" else F.gelu(x, approximate="tanh")
-
-
-def gelu_erf(x: torch.Tensor) -> torch.Tensor:
-    """``F.gelu(x)``, the exact (erf) form: the same forward, and for float32 CPU tensors a backward of one
-    multiply by the derivative the C kernel wrote in the forward (within 2.6e-7 of the float64 derivative on
-    ``[-12, 12]``, as PyTorch's own float32 backward)."""
-    return _GeluErf.apply(x) if gelu_backend(x) == "cpu_kernel" else F.gelu(x)
-
-
-class ErfGELU(nn.Module):
-    """The exact GELU module (transformers' ``GELUActivation``, BERT's ``"gelu"``) as :func:`gelu_erf`.
-
-    ``backend_used`` says which ran last (:func:`gelu_backend`; metrics.json lists it)."""
-
-    backend_used: str | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.backend_used = gelu_backend(x)
-        return _GeluErf.apply(x) if self.backend_used == "cpu_kernel" else F.gelu(x)
 
 
 class TanhGELU(nn.Module):
@@ -523,21 +461,13 @@ def _compare_lora_kernel_with_torch() -> str | None:
         return F.linear(x, weight, bias) + 0.5 * F.linear(F.linear(dropped, lora_a), lora_b)
 
     for p in (0.0, 0.3):
-        results = []
-        for fn in (lambda *t: _LoraLinear.apply(*t, 0.5, p, 777), lambda *t: unfused(*t, p)):
-            leaves = [t.clone().requires_grad_() for t in (x, weight, bias, lora_a, lora_b)]
-            out = fn(*leaves)
-            out.backward(grad)
-            results.append([out.detach()] + [t.grad for t in leaves])
+        inputs = [x, weight, bias, lora_a, lora_b]
+        results = [outputs_and_gradients(fn, inputs, grad)
+                   for fn in (lambda *t: _LoraLinear.apply(*t, 0.5, p, 777), lambda *t: unfused(*t, p))]
         for name, k, t in zip(("output", "x", "weight", "bias", "lora_A", "lora_B"), *results):
             if not float((k - t).abs().max()) <= _LORA_TOLERANCE * float(t.abs().max()):
                 return f"its {name} {'gradient ' if name != 'output' else ''}disagrees with the unfused LoRA (p={p})"
     return None
-
-
-def _check_lora(code: int) -> None:
-    if code:
-        raise MemoryError("the C LoRA kernel could not allocate its working buffers")
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -558,9 +488,10 @@ class _LoraLinear(torch.autograd.Function):
         threshold, drop_scale = _threshold_and_scale(p) if p else (0, 1.0)
         flags = torch.empty(m, n_in, dtype=torch.int8) if threshold and any(ctx.needs_input_grad) else None
         a = x.new_empty(m, r)
-        _check_lora(LORA_KERNEL.lib().lora_down_f32(m, n_in, r, x.data_ptr(), lora_a.data_ptr(), a.data_ptr(), seed,
-                                                     threshold, drop_scale, None if flags is None else flags.data_ptr(),
-                                                     threads_for(m // _LORA_ROWS_PER_THREAD)))
+        code = LORA_KERNEL.lib().lora_down_f32(m, n_in, r, x.data_ptr(), lora_a.data_ptr(), a.data_ptr(), seed,
+                                               threshold, drop_scale, None if flags is None else flags.data_ptr(),
+                                               threads_for(m // _LORA_ROWS_PER_THREAD))
+        raise_if_failed(code, "LoRA")
         out = F.linear(x, weight, bias)  # [M, out]
         out.addmm_(a, lora_b.t(), alpha=scaling)  # += scaling a B^T: in place, so no pass of its own
         ctx.save_for_backward(x, weight, lora_a, lora_b, a, flags)
@@ -577,14 +508,14 @@ class _LoraLinear(torch.autograd.Function):
         grad_a = a.new_empty(m, r)  # scaling grad B
         grad_bt = a.new_zeros(threads, r, n_out)  # scaling a^T grad, one partial sum per thread
         bt = lora_b.t().contiguous()  # [r, out], held while the kernel reads it
-        _check_lora(lib.lora_up_backward_f32(m, n_out, r, grad.data_ptr(), bt.data_ptr(),
-                                             a.data_ptr(), ctx.scaling, grad_a.data_ptr(), grad_bt.data_ptr(), threads))
+        raise_if_failed(lib.lora_up_backward_f32(m, n_out, r, grad.data_ptr(), bt.data_ptr(), a.data_ptr(), ctx.scaling,
+                                                 grad_a.data_ptr(), grad_bt.data_ptr(), threads), "LoRA")
         grad_x = grad @ weight if ctx.needs_input_grad[0] else None  # the base's part; the kernel adds LoRA's
         grad_lora_a = a.new_zeros(threads, r, n_in)
-        _check_lora(lib.lora_down_backward_f32(m, n_in, r, x.data_ptr(), None if flags is None else flags.data_ptr(),
-                                               ctx.drop_scale, grad_a.data_ptr(), lora_a.data_ptr(),
-                                               grad_lora_a.data_ptr(), None if grad_x is None else grad_x.data_ptr(),
-                                               threads))
+        code = lib.lora_down_backward_f32(m, n_in, r, x.data_ptr(), None if flags is None else flags.data_ptr(),
+                                          ctx.drop_scale, grad_a.data_ptr(), lora_a.data_ptr(), grad_lora_a.data_ptr(),
+                                          None if grad_x is None else grad_x.data_ptr(), threads)
+        raise_if_failed(code, "LoRA")
         grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, grad_lora_a.sum(0), grad_bt.sum(0).t(), None, None, None
@@ -647,18 +578,17 @@ def lora_forward(layer: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Te
 
 
 def install(model: nn.Module) -> nn.Module:
-    """Use :class:`Dropout`, :func:`lora_forward`, :class:`TanhGELU`, :class:`ErfGELU` and :func:`attention`
-    inside a transformers model (in place; returns it).
+    """Use :class:`Dropout`, :func:`lora_forward`, :class:`TanhGELU` and :func:`attention` inside a transformers
+    model (in place; returns it).
 
     Every plain ``nn.Dropout`` submodule is replaced by ``Dropout`` with the same
     ``p``; every peft LoRA ``Linear`` runs :func:`lora_forward`; every transformers
-    ``GELUTanh`` (PyTorch's tanh GELU) becomes ``TanhGELU`` and every ``GELUActivation``
-    (``F.gelu``, the erf form) ``ErfGELU``; a model whose
+    ``GELUTanh`` (PyTorch's tanh GELU) becomes ``TanhGELU``; a model whose
     config uses the SDPA attention is switched to the same computation
     registered as ``ATTENTION_NAME``. Families that do not look attention up in
     transformers' registry keep their own attention.
     """
-    from transformers.activations import GELUActivation, GELUTanh
+    from transformers.activations import GELUTanh
     for parent in list(model.modules()):
         lora = isinstance(getattr(parent, "lora_dropout", None), nn.ModuleDict)  # a peft LoRA layer
         if lora:
@@ -672,8 +602,6 @@ def install(model: nn.Module) -> nn.Module:
                 setattr(parent, name, (LoraDropout if lora else Dropout)(child.p))
             elif type(child) is GELUTanh:  # its Python form computes the same function
                 setattr(parent, name, TanhGELU())
-            elif type(child) is GELUActivation and child.act is F.gelu:  # not its Python form
-                setattr(parent, name, ErfGELU())
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
         from transformers import AttentionInterface

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from layers import conv_kernel, scan_kernel
+from layers.ckernel import largest_relative_difference, outputs_and_gradients
 
 BACKENDS = ("auto", "cuda", "torch")
 
@@ -346,15 +347,12 @@ def _compare_kernel_with_torch_scan() -> str | None:
     At = -torch.rand(n, d, generator=g) - 0.5
     B, C = torch.randn(b, length, n, generator=g), torch.randn(b, length, n, generator=g)
     D, z = torch.randn(d, generator=g), torch.randn(b, length, 2 * d, generator=g)[..., d:]  # z strided, as Mamba's
-    results = []
-    for core, gate in ((_ScanCore, _torch_gate), (scan_kernel.KernelScanCore, scan_kernel.KernelGate.apply)):
-        args = [t.clone().requires_grad_() for t in (u, delta, At, B, C, D, z)]
-        y = gate(core.apply(*args[:5]), args[0], args[5], args[6])
-        y.backward(gy)
-        results.append([y.detach()] + [a.grad for a in args])
-    errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
-    if not max(errors) < 1e-4:
-        return f"it disagrees with the PyTorch scan (largest relative difference {max(errors):.1e})"
+    paths = ((_ScanCore, _torch_gate), (scan_kernel.KernelScanCore, scan_kernel.KernelGate.apply))
+    ref, ours = (outputs_and_gradients(lambda u, delta, At, B, C, D, z: gate(core.apply(u, delta, At, B, C), u, D, z),
+                                       [u, delta, At, B, C, D, z], gy) for core, gate in paths)
+    error = largest_relative_difference(ours, ref)
+    if not error < 1e-4:
+        return f"it disagrees with the PyTorch scan (largest relative difference {error:.1e})"
     return None
 
 
@@ -371,15 +369,11 @@ def _compare_conv_kernel_with_torch() -> str | None:
     x = torch.randn(b, length, 2 * e, generator=g)[..., :e]  # strided, as Mamba's half of its projection
     weight, bias, gy = torch.randn(e, 1, k, generator=g), torch.randn(e, generator=g), torch.randn(b, length, e,
                                                                                                    generator=g)
-    results = []
-    for fn in (conv_kernel.CausalConvSiLU.apply, lambda *t: F.silu(causal_depthwise_conv1d(*t))):
-        args = [t.clone().requires_grad_() for t in (x, weight, bias)]
-        y = fn(*args)
-        y.backward(gy)
-        results.append([y.detach()] + [a.grad for a in args])
-    errors = [float((k - r).abs().max() / r.abs().max().clamp_min(1e-30)) for r, k in zip(*results)]
-    if not max(errors) < 1e-5:
-        return f"it disagrees with causal_depthwise_conv1d and F.silu (largest relative difference {max(errors):.1e})"
+    ours, ref = (outputs_and_gradients(fn, [x, weight, bias], gy) for fn in (conv_kernel.CausalConvSiLU.apply,
+                                                                              _torch_conv_silu))
+    error = largest_relative_difference(ours, ref)
+    if not error < 1e-5:
+        return f"it disagrees with causal_depthwise_conv1d and F.silu (largest relative difference {error:.1e})"
     return None
 
 
@@ -390,8 +384,10 @@ def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     usable = (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.stride(-1) == 1
               and (bias is None or bias.dtype == torch.float32) and weight.shape[-1] <= conv_kernel.MAX_WIDTH
               and conv_kernel_error() is None)
-    if usable:
-        return conv_kernel.CausalConvSiLU.apply(x, weight, bias)
+    return (conv_kernel.CausalConvSiLU.apply if usable else _torch_conv_silu)(x, weight, bias)
+
+
+def _torch_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     return F.silu(causal_depthwise_conv1d(x, weight, bias))
 
 
@@ -629,7 +625,7 @@ class Mamba(nn.Module):
         if use_cuda and ops["conv"] is not None:  # the kernel takes [B, E, L]
             xs = ops["conv"](xs.mT, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu").mT
         else:
-            conv = causal_conv_silu if use_kernel else lambda *t: F.silu(causal_depthwise_conv1d(*t))
+            conv = causal_conv_silu if use_kernel else _torch_conv_silu
             xs = conv(xs, self.conv1d.weight, self.conv1d.bias)  # [B, L, E]
         x_dbl = self.x_proj(xs)  # [B, L, R + 2N]
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)

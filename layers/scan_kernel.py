@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from layers.ckernel import CSRC, CKernel, threads_for
+from layers.ckernel import CSRC, CKernel, raise_if_failed, threads_for
 
 SOURCE = CSRC / "selective_scan.c"
 SEGMENT = 32  # time steps between the states kept for the backward (at most SEGMENT + 1 states rebuilt at once)
@@ -48,11 +48,6 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _check(code: int) -> None:
-    if code:
-        raise MemoryError("the C selective scan could not allocate its working buffers")
-
-
 class KernelScanCore(torch.autograd.Function):
     """``_ScanCore`` of layers/mamba.py computed by the C kernel: y_t = <h_t, C_t>,
     h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t. Inputs float32, contiguous, on the CPU:
@@ -67,7 +62,8 @@ class KernelScanCore(torch.autograd.Function):
         At2 = At * math.log2(math.e)  # the kernel computes exp(x) as 2^(x log2 e)
         y = torch.empty_like(u)
         hs = u.new_empty(bsz, (length - 1) // SEGMENT, n, d) if any(ctx.needs_input_grad) else None
-        _check(lib.scan_fwd(bsz, length, d, n, SEGMENT, threads_for(bsz), *map(_ptr, (u, delta, At2, B, C, y, hs))))
+        code = lib.scan_fwd(bsz, length, d, n, SEGMENT, threads_for(bsz), *map(_ptr, (u, delta, At2, B, C, y, hs)))
+        raise_if_failed(code, "selective scan")
         ctx.save_for_backward(u, delta, At, B, C, hs)
         return y
 
@@ -81,8 +77,9 @@ class KernelScanCore(torch.autograd.Function):
         gu, gdelta, gB, gC = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
         threads = threads_for(bsz)
         gAt = torch.zeros(threads, n, d, dtype=At.dtype)  # a sum over the batch: one partial per thread
-        _check(lib.scan_bwd(bsz, length, d, n, SEGMENT, threads,
-                            *map(_ptr, (u, delta, At, At2, B, C, hs, gy, gu, gdelta, gAt, gB, gC))))
+        code = lib.scan_bwd(bsz, length, d, n, SEGMENT, threads,
+                            *map(_ptr, (u, delta, At, At2, B, C, hs, gy, gu, gdelta, gAt, gB, gC)))
+        raise_if_failed(code, "selective scan")
         return gu, gdelta, gAt.sum(0), gB, gC
 
 

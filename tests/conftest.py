@@ -28,6 +28,15 @@ def require_c_kernel(name: str, kernel_error) -> None:
     assert kernel_error() is None
 
 
+def make_kernel_disagree(monkeypatch, request, kernel, function) -> None:
+    """Reset ``kernel``'s first-call check (and again after the test, so that later tests check the real kernel)
+    and make the autograd Function ``function`` that calls it 0.1 % off: the check must then refuse the kernel."""
+    request.addfinalizer(kernel.reset)
+    kernel.reset()
+    real = function.forward
+    monkeypatch.setattr(function, "forward", staticmethod(lambda ctx, *a: real(ctx, *a) * 1.001))
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Call run.main with checkpoints/results inside tmp_path; returns (exit code, results dir)."""

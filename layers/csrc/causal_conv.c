@@ -18,10 +18,10 @@
  * sigmoid is vecmath.h's sigmoidv, through exp2v (relative error about float32's rounding).
  * Channels are processed W at a time (a last partial vector padded with zeros), each block swept through time
  * with its weights and sums in registers; Mamba's width, 4, is compiled as a constant. Batch rows are split
- * across
- * OpenMP threads when built with -fopenmp (inside PyTorch the process's libgomp, so the threads are PyTorch's
- * own); gw and gbias, sums over the batch, are kept per thread, in slots the caller zeroes and adds up.
- * Both functions return 0, or 1 when a working buffer could not be allocated.
+ * across OpenMP threads when built with -fopenmp (inside PyTorch the process's libgomp, so the threads are
+ * PyTorch's own); gw and gbias, sums over the batch, are kept per thread, in slots the caller zeroes and adds
+ * up. Both functions return 0, or 1 for a width above MAX_K (which the caller rules out first) or when a
+ * working buffer could not be allocated.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -50,20 +50,9 @@ void dropout_f32(int64_t n, uint64_t seed, int32_t threshold, float scale, const
     #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t c = 0; c < CHUNKS_OF(n); c++) {
         uint16_t d[CHUNK];
-        const int64_t start = c * CHUNK, len = LENGTH(n, c);
-        const float *xc = x + start;
-        float *yc = y + start;
+        const int64_t start = c * CHUNK;
         philox_draws(start, CHUNK, seed, d);
-        if (mask) {
-            int8_t *mc = mask + start;
-            for (int64_t i = 0; i < len; i++) {
-                int keep = d[i] >= threshold;
-                mc[i] = (int8_t)keep;
-                yc[i] = xc[i] * (keep ? scale : 0.0f);
-            }
-        } else {
-            for (int64_t i = 0; i < len; i++) yc[i] = xc[i] * (d[i] >= threshold ? scale : 0.0f);
-        }
+        dropout_apply_f32(LENGTH(n, c), d, threshold, scale, x + start, y + start, mask ? mask + start : NULL);
     }
 }
 

@@ -1,5 +1,4 @@
-/* GELU on the CPU, float32: the tanh approximation, the function or the function and its derivative; and the
- * exact (erf) form's derivative from its value.
+/* GELU with the tanh approximation on the CPU, float32: the function, or the function and its derivative.
  *
  * Built and loaded by layers/ckernel.py, called by layers/fast_ops.py (plain C11 with GNU vector
  * extensions, no Python or torch headers; called through ctypes).
@@ -43,21 +42,5 @@ void gelu_tanh_f32(int64_t n, const float *x, float *y, float *d, int threads) {
         vf v = load(x + i, w), xc = clamped(v), s = sigmoid_2u(xc);
         store(y + i, v * s, w);
         if (d) store(d + i, s + xc * s * (1.0f - s) * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc * xc)), w);
-    }
-}
-
-/* The exact form gelu(x) = x Phi(x) (BERT's activation; PyTorch computes it, with erf): its derivative
- * gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi), from x and y = gelu(x), so that the
- * backward is one multiply: Phi(x) = y / x, taken as 1/2 + x phi(0) for |x| < 1e-4 (where y / x loses bits
- * and 0 / 0 is undefined; the next term is below 1e-13). NaN gives NaN. */
-void gelu_erf_derivative_f32(int64_t n, const float *x, const float *y, float *d, int threads) {
-    static const float INV_SQRT_2PI = 0.3989422804014327f, HALF_LOG2E = 0.7213475204444817f;
-    int64_t vectors = (n + W - 1) / W;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t b = 0; b < vectors; b++) {
-        int64_t i = b * W, w = n - i < W ? n - i : W;
-        vf v = load(x + i, w), small = splat(0.5f) + INV_SQRT_2PI * v;
-        vf cdf = blend((v < 1e-4f) & (v > -1e-4f), small, load(y + i, w) / v);
-        store(d + i, cdf + v * (INV_SQRT_2PI * exp2v(v * v * -HALF_LOG2E)), w);
     }
 }

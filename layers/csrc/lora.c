@@ -15,7 +15,7 @@
  *   lora_down_backward_f32: gA += ga^T drop(x),  gx += mask (ga A)   (the backward of drop(x) A^T)
  *
  * drop(x) is never stored: the forward writes one keep flag per element (as dropout.c), and the backward
- * rebuilds each dropped row from x and the flags. The dropout draws are dropout.c's (philox.h): element
+ * rebuilds each dropped row from x and the flags. The dropout is dropout.c's (philox.h's draws and rule): element
  * (i, k) of the row-major [m, n] input is flat element i n + k of the seed's stream, so a fused LoRA
  * dropout draws exactly the mask that dropout_f32 would on the same contiguous input and seed.
  *
@@ -120,18 +120,6 @@ INLINE void add_combination(int64_t n, int64_t r, int64_t rows, const float *c, 
     }
 }
 
-/* xd = x with row flat offset `start` dropped out (kept times scale, dropped 0); flags receive the keep
- * flags when not NULL. draws is a buffer of n. */
-INLINE void drop_row(int64_t n, int64_t start, uint64_t seed, int32_t threshold, float scale, const float *x,
-                     float *xd, int8_t *flags, uint16_t *draws) {
-    philox_draws(start, n, seed, draws);
-    for (int64_t k = 0; k < n; k++) {
-        int keep = draws[k] >= threshold;
-        if (flags) flags[k] = (int8_t)keep;
-        xd[k] = x[k] * (keep ? scale : 0.0f);
-    }
-}
-
 /* a = drop(x) A^T: x [m, n], A [r, n], a [m, r]. threshold > 0: dropout as dropout_f32 with (seed,
  * threshold, scale), keep flags into flags [m, n] when not NULL; threshold <= 0: no dropout (a = x A^T). */
 int lora_down_f32(int64_t m, int64_t n, int64_t r, const float *x, const float *A, float *a, uint64_t seed,
@@ -150,8 +138,9 @@ int lora_down_f32(int64_t m, int64_t n, int64_t r, const float *x, const float *
                 int64_t i = i0 + q;
                 y[q] = x + i * n;
                 if (threshold > 0) {
-                    drop_row(n, i * n, seed, threshold, scale, y[q], xd + q * n, flags ? flags + i * n : NULL,
-                             (uint16_t *)(xd + ROWS * n));
+                    uint16_t *draws = (uint16_t *)(xd + ROWS * n);
+                    philox_draws(i * n, n, seed, draws);
+                    dropout_apply_f32(n, draws, threshold, scale, y[q], xd + q * n, flags ? flags + i * n : NULL);
                     y[q] = xd + q * n;
                 }
             }

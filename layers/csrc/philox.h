@@ -1,5 +1,5 @@
-/* Philox4x64-10 random bits for the C kernels of layers/csrc: the dropout draws of dropout.c, shared by
- * lora.c's fused LoRA dropout so that both draw the same mask for the same seed and element.
+/* Philox4x64-10 random bits for the C kernels of layers/csrc, and the float32 dropout they decide: dropout.c's,
+ * shared by lora.c's fused LoRA dropout so that both draw and apply the same mask for the same seed and element.
  *
  * Philox4x64-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011) is a
  * counter-based generator: block b of 256 bits is a function of its counter (b + 1, 0, 0, 0) and the key
@@ -58,6 +58,22 @@ static inline __attribute__((always_inline)) void philox_draws(int64_t start, in
         memcpy(d + i, words, (len - i) * sizeof *d);
     }
     for (int64_t k = 0; k < len; k++) d[k] &= 0x7FFF;
+}
+
+/* float32 dropout by the draws d[0, len): kept iff d[i] >= threshold, y = x * (kept ? scale : 0) (so an inf or
+ * NaN input gives NaN, as x * mask does in PyTorch), the keep flags (1 or 0) into flags when not NULL */
+static inline __attribute__((always_inline)) void dropout_apply_f32(int64_t len, const uint16_t *d, int32_t threshold,
+                                                                    float scale, const float *x, float *y,
+                                                                    int8_t *flags) {
+    if (flags) {
+        for (int64_t i = 0; i < len; i++) {
+            int keep = d[i] >= threshold;
+            flags[i] = (int8_t)keep;
+            y[i] = x[i] * (keep ? scale : 0.0f);
+        }
+    } else {
+        for (int64_t i = 0; i < len; i++) y[i] = x[i] * (d[i] >= threshold ? scale : 0.0f);
+    }
 }
 
 #endif

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import require_c_kernel
+from conftest import make_kernel_disagree, require_c_kernel
 from layers import conv_kernel
+from layers.ckernel import outputs_and_gradients
 from layers import mamba as mamba_mod
 from layers.mamba import Mamba, causal_conv_silu, causal_depthwise_conv1d
 
@@ -18,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def kernel():
     require_c_kernel("causal convolution", mamba_mod.conv_kernel_error)
-
-
-def _outputs_and_grads(fn, x, weight, bias, gy):
-    leaves = [t if t is None else t.detach().clone().requires_grad_() for t in (x, weight, bias)]
-    y = fn(*leaves)
-    y.backward(gy)
-    return [y.detach()] + [t.grad for t in leaves if t is not None]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -41,9 +35,10 @@ def test_kernel_is_conv_then_silu(kernel, monkeypatch, threads, b, length, e, k,
         x = x.contiguous()
     weight, gy = torch.randn(e, 1, k, generator=g), torch.randn(b, length, e, generator=g)
     b_ = torch.randn(e, generator=g) if bias else None
-    ours = _outputs_and_grads(causal_conv_silu, x, weight, b_, gy)
-    ref = _outputs_and_grads(lambda *t: F.silu(causal_depthwise_conv1d(*t)), x.double(), weight.double(),
-                             None if b_ is None else b_.double(), gy.double())
+    inputs = [t for t in (x, weight, b_) if t is not None]  # the leaves keep x's strides
+    ours = outputs_and_gradients(causal_conv_silu, inputs, gy)
+    ref = outputs_and_gradients(lambda *t: F.silu(causal_depthwise_conv1d(*t)), [t.double() for t in inputs],
+                                gy.double())
     for a, r in zip(ours, ref):
         assert a.dtype == torch.float32 and a.shape == r.shape
         assert torch.allclose(a.double(), r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
@@ -76,10 +71,7 @@ def test_without_the_kernel_it_is_pytorch(monkeypatch):
 
 
 def test_a_kernel_that_disagrees_is_not_used(kernel, monkeypatch, request):
-    request.addfinalizer(conv_kernel.KERNEL.reset)  # later tests check the real kernel again
-    conv_kernel.KERNEL.reset()
-    real = conv_kernel.CausalConvSiLU.forward
-    monkeypatch.setattr(conv_kernel.CausalConvSiLU, "forward", staticmethod(lambda ctx, *a: real(ctx, *a) * 1.001))
+    make_kernel_disagree(monkeypatch, request, conv_kernel.KERNEL, conv_kernel.CausalConvSiLU)
     assert "disagrees" in mamba_mod.conv_kernel_error()
     x, weight = torch.randn(2, 7, 5), torch.randn(5, 1, 4)
     assert torch.equal(causal_conv_silu(x, weight), F.silu(causal_depthwise_conv1d(x, weight)))

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import require_c_kernel
+from conftest import make_kernel_disagree, require_c_kernel
 from layers import fast_ops
-from layers.fast_ops import (ATTENTION_NAME, Dropout, ErfGELU, LoraDropout, TanhGELU, attention, dropout, gelu_erf,
-                             gelu_tanh)
+from layers.ckernel import outputs_and_gradients
+from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, TanhGELU, attention, dropout, gelu_tanh
 from layers.llm import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -315,10 +315,7 @@ def test_gelu_tanh_without_its_kernel_is_pytorchs(monkeypatch):
 
 
 def test_a_gelu_kernel_that_disagrees_is_not_used(monkeypatch, request, gelu_kernel):
-    request.addfinalizer(fast_ops.GELU_KERNEL.reset)  # later tests check the real kernel again
-    fast_ops.GELU_KERNEL.reset()
-    real = fast_ops._GeluTanh.forward
-    monkeypatch.setattr(fast_ops._GeluTanh, "forward", staticmethod(lambda ctx, x: real(ctx, x) * 1.001))
+    make_kernel_disagree(monkeypatch, request, fast_ops.GELU_KERNEL, fast_ops._GeluTanh)
     assert "disagrees" in fast_ops.gelu_kernel_error()
     x = torch.randn(100)
     assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
@@ -445,12 +442,8 @@ def test_lora_kernel_is_the_unfused_computation(m, n_in, n_out, r, p, threads, m
     tensors = [torch.randn(*shape, generator=g) for shape in ((m, n_in), (n_out, n_in), (n_out,), (r, n_in),
                                                               (n_out, r))]
     grad = torch.randn(m, n_out, generator=g)
-    results = []
-    for fn in (fast_ops._LoraLinear.apply, _unfused_lora):
-        leaves = [t.clone().requires_grad_() for t in tensors]
-        out = fn(*leaves, 2.0, p, 1234)
-        out.backward(grad)
-        results.append([out.detach()] + [t.grad for t in leaves])
+    results = [outputs_and_gradients(lambda *t: fn(*t, 2.0, p, 1234), tensors, grad)
+               for fn in (fast_ops._LoraLinear.apply, _unfused_lora)]
     for ours, ref in zip(*results):
         assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
@@ -517,49 +510,5 @@ def test_lora_kernel_is_left_out_where_it_does_not_apply(tmp_path, monkeypatch, 
 
 
 def test_a_lora_kernel_that_disagrees_is_not_used(monkeypatch, request, lora_kernel):
-    request.addfinalizer(fast_ops.LORA_KERNEL.reset)  # later tests check the real kernel again
-    fast_ops.LORA_KERNEL.reset()
-    real = fast_ops._LoraLinear.forward
-    monkeypatch.setattr(fast_ops._LoraLinear, "forward", staticmethod(lambda ctx, *a: real(ctx, *a) * 1.001))
+    make_kernel_disagree(monkeypatch, request, fast_ops.LORA_KERNEL, fast_ops._LoraLinear)
     assert "disagrees" in fast_ops.lora_kernel_error()
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_gelu_erf_is_pytorchs_forward_with_its_derivative(threads, monkeypatch, gelu_kernel):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the kernel's own split: threads_for
-    torch.manual_seed(0)
-    # the bend, the far tails, both sides of the small-|x| branch (1e-4), zeros and a length inside a vector
-    x = torch.cat([torch.linspace(-12.0, 12.0, 240_003), torch.randn(1_000) * 30,
-                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, 5e-5, -5e-5, 1e-4, -1e-4, 2e-4])])
-    leaf = x.clone().requires_grad_()
-    module = ErfGELU()
-    y = module(leaf)
-    assert type(y.grad_fn).__name__ == "_GeluErfBackward" and module.backend_used == "cpu_kernel"
-    assert torch.equal(y, F.gelu(x))  # PyTorch's own forward
-    g = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, leaf, g)
-    exact = x.double().requires_grad_()
-    (ref_grad,) = torch.autograd.grad(F.gelu(exact), exact, g.double())
-    torch_leaf = x.clone().requires_grad_()
-    (torch_grad,) = torch.autograd.grad(F.gelu(torch_leaf), torch_leaf, g)
-    # as close to the float64 derivative as PyTorch's float32 backward
-    ours_err, torch_err = ((t.double() - ref_grad).abs().max() for t in (grad, torch_grad))
-    assert ours_err < 1.2 * torch_err + 1e-7 * g.abs().max()
-
-
-def test_gelu_erf_outside_float32_and_without_its_kernel(monkeypatch):
-    for dtype in (torch.float64, torch.bfloat16):
-        x = torch.randn(257, dtype=dtype)
-        module = ErfGELU()
-        assert torch.equal(module(x), F.gelu(x)) and module.backend_used == "torch"
-    monkeypatch.setattr(fast_ops, "gelu_kernel_error", lambda: "turned off by the test")
-    x = torch.randn(3, 101, requires_grad=True)
-    y = gelu_erf(x)
-    assert torch.equal(y, F.gelu(x)) and type(y.grad_fn).__name__ == "GeluBackward0"
-
-
-def test_install_replaces_berts_gelu_but_not_its_python_form():
-    from transformers.activations import GELUActivation
-    model = nn.Sequential(GELUActivation(), GELUActivation(use_gelu_python=True))
-    fast_ops.install(model)
-    assert type(model[0]) is ErfGELU and type(model[1]) is GELUActivation
