@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from layers.fast_ops import attention
+from layers.fast_ops import attention, attention_backend
 
 __all__ = ["MultiHeadAttention"]
 
@@ -24,8 +24,11 @@ class MultiHeadAttention(nn.Module):
     ``Q = x W_q``, ``K = kv W_k``, ``V = kv W_v`` (``q``, ``k``, ``v``, ``o``
     are the projections). Unbatched ``kv [S, d]`` is shared by every sample:
     K and V are computed once and the batch is folded into the query axis
-    (attention rows are independent, so this is exact).
+    (attention rows are independent, so this is exact). ``backend_used`` says which attention ran last
+    (``layers.fast_ops.attention_backend``; metrics.json lists it).
     """
+
+    backend_used: str | None = None
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -46,5 +49,6 @@ class MultiHeadAttention(nn.Module):
             q = self.q(x).reshape(b, t, h, dh).transpose(1, 2)  # [B, h, T, dh]
             k = self.k(kv).reshape(b, -1, h, dh).transpose(1, 2)  # [B, h, S, dh]
             v = self.v(kv).reshape(b, -1, h, dh).transpose(1, 2)
+        self.backend_used = attention_backend(q, k, v, dropout_p=p)
         a = attention(q, k, v, dropout_p=p)  # [*, h, *, dh]
         return self.o(a.transpose(1, 2).reshape(b, t, d))

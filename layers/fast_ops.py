@@ -82,11 +82,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers.ckernel import CSRC, CKernel, outputs_and_gradients, raise_if_failed, threads_for
+from layers.ckernel import (CSRC, CKernel, largest_relative_difference, outputs_and_gradients, raise_if_failed,
+                            threads_for)
 
 __all__ = ["dropout", "Dropout", "LoraDropout", "backend", "kernel_error", "gelu_tanh", "TanhGELU",
-           "gelu_backend", "gelu_kernel_error", "attention", "lora_forward", "lora_kernel_error", "install",
-           "ATTENTION_NAME"]
+           "gelu_backend", "gelu_kernel_error", "attention", "attention_backend", "attention_kernel_error",
+           "lora_forward", "lora_kernel_error", "install", "ATTENTION_NAME"]
 
 ATTENTION_NAME = "crossalign_sdpa"  # the name registered in transformers' AttentionInterface
 _BITS = 15  # random bits per element used for the keep/drop decision
@@ -332,12 +333,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
               dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
               enable_gqa: bool = False) -> torch.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)``,
-    faster to train on CPU.
+    faster on CPU.
 
     Shapes as SDPA: ``q [..., H, T, E]``, ``k [..., Hk, S, E]``, ``v [..., Hk, S, Ev]`` -> ``[..., H, T, Ev]``
     (``Hk`` divides ``H`` with ``enable_gqa``, else equal); ``attn_mask`` boolean (True = attend)
-    or additive, broadcastable to ``[..., H, T, S]``.
+    or additive, broadcastable to ``[..., H, T, S]``. Float32 ``[B, H, T, E]`` inputs on the CPU without an
+    ``attn_mask`` (causal or not, with or without dropout, training or inference) run the fused C kernel
+    (:func:`attention_backend`); its output is a ``[B, H, T, Ev]`` view of a contiguous ``[B, T, H, Ev]``
+    tensor, so merging the heads back costs no copy.
     """
+    if attention_backend(q, k, v, attn_mask, dropout_p, enable_gqa) == "cpu_kernel":
+        return _fused_attention(q, k, v, dropout_p, is_causal, q.shape[-1] ** -0.5 if scale is None else scale)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     if q.device.type != "cpu" or not grad or (dropout_p == 0.0 and q.dtype == torch.float32):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
@@ -396,6 +402,134 @@ def _additive_bias(attn_mask: torch.Tensor | None, is_causal: bool, batch: torch
     return bias.expand(*batch, t, s).reshape(-1, t, s)
 
 
+def _declare_attention(lib: ctypes.CDLL) -> None:
+    i64, ptr, f32, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+    shape = ctypes.POINTER(i64)
+    lib.attention_fwd_f32.argtypes = [shape, shape, ptr, ptr, ptr, f32, ctypes.c_int, ctypes.c_uint64,
+                                      ctypes.c_int32, f32, ptr, ptr, ptr, threads]
+    lib.attention_bwd_f32.argtypes = [shape, shape, ptr, ptr, ptr, ptr, ptr, ptr, f32, f32, ptr, ptr, ptr, threads]
+    for name in ("attention_fwd_f32", "attention_bwd_f32"):
+        getattr(lib, name).restype = ctypes.c_int
+
+
+ATTENTION_KERNEL = CKernel(CSRC / "attention.c", _declare_attention)
+_ATTENTION_TOLERANCE = 1e-5  # kernel against the unfused path (same dropout mask), relative to the largest value
+
+
+def attention_kernel_error() -> str | None:
+    """None when the C attention kernel is built and agrees with :func:`_unfused_attention` (PyTorch's products
+    and softmax, :func:`dropout`'s mask), output and the gradients of q, k and v, within ``_ATTENTION_TOLERANCE``
+    (checked once per process, on heads read in place from a ``[B, T, H, E]`` layout); else why not."""
+    return ATTENTION_KERNEL.checked_error(_compare_attention_kernel_with_torch)
+
+
+def _compare_attention_kernel_with_torch() -> str | None:
+    g = torch.Generator().manual_seed(0)
+    # sizes ending inside a vector and inside a tile of rows; 130 queries span two blocks of rows
+    for (b, h, t, s, e, ev), causal, p in (((2, 3, 13, 11, 5, 9), True, 0.3), ((1, 2, 130, 19, 12, 8), False, 0.0)):
+        q, k = torch.randn(b, t, h, e, generator=g), torch.randn(b, s, h, e, generator=g)
+        v, grad = torch.randn(b, s, h, ev, generator=g), torch.randn(b, h, t, ev, generator=g)
+        inputs = [x.transpose(1, 2) for x in (q, k, v)]  # [B, H, *, E] views, as projections give them
+        results = []
+        for fn in (_fused_attention, lambda *a: _unfused_attention(*a[:3], None, p, causal, e ** -0.5, False)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1)  # the same dropout seed for both
+                results.append(outputs_and_gradients(lambda *x: fn(*x, p, causal, e ** -0.5), inputs, grad))
+        if not largest_relative_difference(*results) <= _ATTENTION_TOLERANCE:
+            return (f"it disagrees with PyTorch's attention (causal={causal}, dropout {p}) by "
+                    f"{largest_relative_difference(*results):.1e}")
+    return None
+
+
+def attention_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                      dropout_p: float = 0.0, enable_gqa: bool = False) -> str:
+    """Which attention :func:`attention` runs for these inputs: "cpu_kernel" (the fused C kernel: float32
+    ``[B, H, T, E]`` on the CPU, no ``attn_mask``, the same heads for keys and values, outside autocast,
+    ``dropout_p`` 0 or one the 15-bit draws can express) or "torch"."""
+    fits = (q.device.type == "cpu" and attn_mask is None and q.dim() == k.dim() == v.dim() == 4
+            and q.dtype == k.dtype == v.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and q.shape[:2] == k.shape[:2] == v.shape[:2] and k.shape[2] == v.shape[2] and k.shape[3] == q.shape[3]
+            and min(q.shape[2:] + k.shape[2:] + v.shape[3:]) > 0
+            and (dropout_p == 0.0 or 0 < round(dropout_p * (1 << _BITS)) < (1 << _BITS)))
+    return "cpu_kernel" if fits and attention_kernel_error() is None else "torch"
+
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, is_causal: bool,
+                     scale: float) -> torch.Tensor:
+    seed = _draw_seed() if dropout_p else 0  # as dropout() draws it: the unfused path's mask for the same state
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    return _FusedAttention.apply(q, k, v, dropout_p, is_causal, scale, seed, grad)
+
+
+def _rows_contiguous(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _heads_first(b: int, n: int, h: int, e: int) -> torch.Tensor:
+    """An empty ``[B, H, n, E]`` view of a contiguous ``[B, n, H, E]``: the layout projections give and take."""
+    return torch.empty(b, n, h, e).transpose(1, 2)
+
+
+# The kernel's two calls are PyTorch operators (torch.library), so that what watches the dispatcher sees them:
+# torch.profiler lists them by name, and the benchmark's FLOP count and matmul replay (scripts/bench) price them.
+@torch.library.custom_op("crossalign::attention", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, causal: bool, scale: float, seed: int,
+                  keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``csrc/attention.c``'s forward: the output ``[B, H, T, Ev]`` (a view of ``[B, T, H, Ev]``) and, when
+    ``keep``, the softmax ``[B H, T, S]`` and the dropout's keep flags (int8; empty without dropout) for the
+    backward (empty tensors otherwise)."""
+    q, k, v = (_rows_contiguous(x) for x in (q, k, v))
+    (b, h, t, e), s, ev = q.shape, k.shape[2], v.shape[3]
+    threshold, keep_scale = _threshold_and_scale(p) if p else (0, 1.0)
+    out = _heads_first(b, t, h, ev)
+    probs = torch.empty(b * h, t, s) if keep else torch.empty(0)
+    flags = torch.empty(b * h, t, s, dtype=torch.int8) if keep and threshold else torch.empty(0, dtype=torch.int8)
+    dims = (ctypes.c_int64 * 6)(b, h, t, s, e, ev)
+    strides = (ctypes.c_int64 * 12)(*(n for x in (q, k, v, out) for n in x.stride()[:3]))
+    raise_if_failed(ATTENTION_KERNEL.lib().attention_fwd_f32(
+        dims, strides, q.data_ptr(), k.data_ptr(), v.data_ptr(), scale, int(causal), seed, threshold, keep_scale,
+        out.data_ptr(), probs.data_ptr() if probs.numel() else None, flags.data_ptr() if flags.numel() else None,
+        threads_for(b * h)), "attention")
+    return out, probs, flags
+
+
+@torch.library.custom_op("crossalign::attention_backward", mutates_args=())
+def _attention_backward_op(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           probs: torch.Tensor, flags: torch.Tensor, p: float,
+                           scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``csrc/attention.c``'s backward: the gradients of q, k and v (views of ``[B, n, H, E]``, as the inputs)
+    from the output's, the softmax and the keep flags the forward kept."""
+    grad, q, k, v = (_rows_contiguous(x) for x in (grad, q, k, v))
+    (b, h, t, e), s, ev = q.shape, k.shape[2], v.shape[3]
+    dq, dk, dv = _heads_first(b, t, h, e), _heads_first(b, s, h, e), _heads_first(b, s, h, ev)
+    dims = (ctypes.c_int64 * 6)(b, h, t, s, e, ev)
+    strides = (ctypes.c_int64 * 21)(*(n for x in (q, k, v, grad, dq, dk, dv) for n in x.stride()[:3]))
+    raise_if_failed(ATTENTION_KERNEL.lib().attention_bwd_f32(
+        dims, strides, q.data_ptr(), k.data_ptr(), v.data_ptr(), grad.data_ptr(), probs.data_ptr(),
+        flags.data_ptr() if flags.numel() else None, scale, _threshold_and_scale(p)[1] if p else 1.0,
+        dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), threads_for(b * h)), "attention")
+    return dq, dk, dv
+
+
+class _FusedAttention(torch.autograd.Function):
+    """``dropout(softmax(scale q k^T + causal mask)) v`` by ``csrc/attention.c``; keeps the softmax (and the
+    dropout's keep flags) for the backward, as PyTorch's unfused path keeps its weights."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, causal: bool, scale: float,
+                seed: int, grad: bool) -> torch.Tensor:
+        out, probs, flags = _attention_op(q, k, v, p, causal, scale, seed, grad)
+        ctx.save_for_backward(q, k, v, probs, flags)
+        ctx.p, ctx.scale = p, scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        dq, dk, dv = _attention_backward_op(grad, *ctx.saved_tensors, ctx.p, ctx.scale)
+        return dq, dk, dv, None, None, None, None, None
+
+
 def _transformers_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                             is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
@@ -409,6 +543,7 @@ def _transformers_attention(module: nn.Module, query: torch.Tensor, key: torch.T
     if is_causal is None:
         is_causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
     gqa = getattr(module, "num_key_value_groups", 1) > 1
+    module.backend_used = attention_backend(query, key, value, attention_mask, dropout, gqa)  # metrics.json lists it
     out = attention(query, key, value, attention_mask, dropout, bool(is_causal), scaling, gqa)  # [B, H, T, E]
     return out.transpose(1, 2).contiguous(), None
 

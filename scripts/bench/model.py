@@ -168,12 +168,16 @@ def conv_flops(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequen
 def _flop_formulas() -> dict:
     """FlopCounterMode formulas for what it misses or miscounts on CPU.
 
-    CPU's fused attention has no formula (only the CUDA kernels do); the
-    convolution backward formula ignores ``groups`` (it counts the depthwise
-    conv1d of a Mamba block's backward as if dense, ``C`` times too much).
+    CPU's fused attention has no formula (only the CUDA kernels do), nor has
+    our attention kernel (``crossalign::attention``, ``layers/fast_ops.py``);
+    the convolution backward formula ignores ``groups`` (it counts the
+    depthwise conv1d of a Mamba block's backward as if dense, ``C`` times too
+    much).
     """
     import torch
-    aten = torch.ops.aten
+
+    import layers.fast_ops  # noqa: F401  (registers the crossalign:: operators)
+    aten, ours = torch.ops.aten, torch.ops.crossalign
 
     # FlopCounterMode passes the op's arguments in schema order, tensors replaced by their shapes, plus out_shape
     def attention(q, k, v, *args, out_shape=None, **kwargs) -> int:
@@ -182,12 +186,17 @@ def _flop_formulas() -> dict:
     def attention_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
         return sdpa_flops(q, k, v, backward=True)
 
+    def kernel_attention_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        # the softmax is kept, not recomputed: dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q
+        return 2 * sdpa_flops(q, k, v)
+
     def convolution_backward(grad_out, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
                              groups, output_mask, out_shape=None, **kwargs) -> int:
         # grad-input and grad-weight each run the forward's multiply-adds once more
         return conv_flops(x, w, grad_out, transposed) * (int(output_mask[0]) + int(output_mask[1]))
     return {aten._scaled_dot_product_flash_attention_for_cpu: attention,
             aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward,
+            ours.attention: attention, ours.attention_backward: kernel_attention_backward,
             aten.convolution_backward: convolution_backward}
 
 

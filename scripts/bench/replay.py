@@ -5,7 +5,8 @@ GEMMs (``scripts.bench.model.gemm_rate``). A step's real matmuls have other shap
 projections, LoRA's rank-8 products, attention's batched ones with an inner dimension of 32-64, the
 transposed operands of the backward. Narrower ones run slower, and no change to the code around them
 makes them faster. This module records every call a step makes to an op the FLOP counter counts
-(``mm``, ``addmm``, ``bmm``, ``baddbmm``, CPU fused attention forward and backward, convolutions), with
+(``mm``, ``addmm``, ``bmm``, ``baddbmm``, CPU fused attention forward and backward, our attention kernel's
+``crossalign::attention`` and its backward, convolutions), with
 each operand's shape, strides and dtype, and times each distinct call alone on random operands of that
 layout. The sum is the step's time if only its matmuls ran, each at the speed it has here:
 
@@ -54,13 +55,17 @@ class _Values:
     tensor: object = field(compare=False)
 
 
+_LARGEST_VALUES = 1024  # elements of a non-float tensor recorded by value; a larger one (the attention kernel's
+# dropout flags) is recorded by its layout like a float operand, and replayed on the pool's values cast to its dtype
+
+
 def _describe(value):
-    """One argument leaf as recorded: a floating-point tensor by its layout, another tensor by its values,
-    anything else as it is."""
+    """One argument leaf as recorded: a floating-point (or large) tensor by its layout, another tensor by its
+    values, anything else as it is."""
     import torch
     if not torch.is_tensor(value):
         return value
-    if value.is_floating_point():
+    if value.is_floating_point() or value.numel() > _LARGEST_VALUES:
         return _Operand(tuple(value.shape), tuple(value.stride()), value.dtype)
     t = value.detach().clone()
     return _Values((tuple(t.shape), t.dtype, tuple(t.flatten().tolist())), t)

@@ -55,12 +55,15 @@ def test_metrics_record_the_backend_that_ran_and_fp32_on_cpu(run_cli, tiny_gpt2,
     assert code == 0
     (setting,) = [d for d in os.listdir(results) if os.path.isdir(os.path.join(results, d))]
     payload = json.load(open(os.path.join(results, setting, "metrics.json")))
-    # the C kernels where they build: the scan, dropout, GPT-2's tanh GELU, and LoRA with its dropout inside
+    # the C kernels where they build: the scan, dropout, GPT-2's tanh GELU, LoRA with its dropout inside,
+    # and attention (GPT-2's and CrossAlign's own)
     cpu_scan = "cpu_kernel" if mamba_mod.cpu_kernel_error() is None else "torch"
     cpu_dropout = "cpu_kernel" if fast_ops.kernel_error() is None else "numpy"
     cpu_gelu = "cpu_kernel" if fast_ops.gelu_kernel_error() is None else "torch"
     lora = (["Linear: lora_cpu_kernel"] if fast_ops.lora_kernel_error() is None
             else ["Linear: torch", f"LoraDropout: {cpu_dropout}"])
+    cpu_attention = "cpu_kernel" if fast_ops.attention_kernel_error() is None else "torch"
     assert payload["model"]["backends_used"] == sorted([f"Dropout: {cpu_dropout}", *lora, f"Mamba: {cpu_scan}",
-                                                        f"TanhGELU: {cpu_gelu}"])
+                                                        f"TanhGELU: {cpu_gelu}", f"GPT2Attention: {cpu_attention}",
+                                                        f"MultiHeadAttention: {cpu_attention}"])
     assert payload["args"]["bf16"] == 0  # the CPU default

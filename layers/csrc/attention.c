@@ -1,0 +1,306 @@
+/* Scaled dot-product attention on the CPU in float32, forward and backward, with the scores' scale, the causal
+ * mask, the softmax and the dropout of the attention weights fused around the products (Vaswani et al.,
+ * "Attention is all you need", NeurIPS 2017: O = dropout(softmax(scale Q K^T + mask)) V).
+ *
+ * Built and loaded by layers/ckernel.py, called by layers/fast_ops.py (plain C11, no Python or torch headers;
+ * called through ctypes).
+ *
+ * Why: at the heads of the models here (T = S = 100 positions, E = 32-64 per head) each of attention's products
+ * is a batch of GEMMs of a few hundred thousand multiply-adds, which PyTorch's batched GEMM and its fused CPU
+ * attention run at 35-60 % of the rate of the model's big products on an AVX2 core, and the scores, the weights
+ * and their gradients each take passes of their own over [N, T, S] tensors. Here one problem (one sample's head)
+ * at a time is packed into small padded buffers that stay in the core's caches; its five products run through
+ * one register-tiled GEMM (MR rows x 2 vectors of accumulators, the A operand broadcast from memory), and the
+ * softmax, the causal mask, the dropout and the softmax's backward are applied to each row in between.
+ *
+ * Layout: dims = {N, H, T, S, E, Ev}; q [N, H, T, E], k [N, H, S, E], v [N, H, S, Ev] and out [N, H, T, Ev]
+ * are read and written through their strides (batch, head, row: three per tensor, in that order in `strides`;
+ * the last dimension is contiguous), so the heads of a projection's [N, T, H, E] output are read in place and
+ * the output is written straight into [N, T, H, Ev]. probs [N H, T, S] keeps the softmax for the backward
+ * (NULL in inference), flags [N H, T, S] the dropout's keep flags (NULL without dropout).
+ *
+ * Dropout: threshold 0 is none. Otherwise element (n, t, s) of the weights, flat index (n T + t) S + s, takes
+ * philox.h's draw of that index, so the mask is the one dropout.c draws for softmax(...) as one [N H, T, S]
+ * tensor: the fused and the unfused paths drop the same weights for the same seed.
+ *
+ * Problems (n, h) are split across OpenMP threads when built with -fopenmp, each thread with its own buffers;
+ * the result does not depend on the split. Returns 0, or 1 when a buffer could not be allocated. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "philox.h"
+#include "vecmath.h"
+
+#define MR 6      /* rows of a GEMM tile: 6 x 2 vectors of accumulators fill 12 of AVX2's 16 registers */
+#define ROWS 120  /* query rows per block, a multiple of MR: a block's scores stay in the L2 cache */
+#define INLINE static inline __attribute__((always_inline))
+
+static int64_t round_up(int64_t n) { return (n + W - 1) / W * W; }
+INLINE vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* C[r x nv W] = (accumulate ? C : 0) + A B with A[i][p] = a[i ars + p acs] and B[p][j] = b[p ldb + j]; r <= MR and
+ * nv (1 or 2) are constants where this is inlined, so the accumulators stay in registers */
+INLINE void tile(const int r, const int nv, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int accumulate) {
+    vf s[MR][2] = {{{0}}};
+    for (int64_t p = 0; p < k; p++) {
+        vf b0 = vload(b + p * ldb), b1 = nv == 2 ? vload(b + p * ldb + W) : b0;
+        #pragma GCC unroll 6
+        for (int i = 0; i < r; i++) {
+            float x = a[i * ars + p * acs]; /* scalar times vector: one broadcast */
+            s[i][0] += x * b0;
+            if (nv == 2) s[i][1] += x * b1;
+        }
+    }
+    #pragma GCC unroll 6
+    for (int i = 0; i < r; i++)
+        for (int j = 0; j < nv; j++) {
+            vf y = s[i][j];
+            if (accumulate) y += vload(c + i * ldc + j * W);
+            vstore(c + i * ldc + j * W, y);
+        }
+}
+
+#define TILE_CASE(R)                                                                     \
+    case R:                                                                              \
+        if (nv == 2) tile(R, 2, k, ai, ars, acs, b + j, ldb, ci + j, ldc, accumulate);   \
+        else tile(R, 1, k, ai, ars, acs, b + j, ldb, ci + j, ldc, accumulate);           \
+        break;
+
+/* C[m x n] = (accumulate ? C : 0) + A[m x k] B[k x n], A as in tile(), n a multiple of W */
+static void gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, int64_t acs, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int accumulate) {
+    for (int64_t i = 0; i < m; i += MR) {
+        const float *ai = a + i * ars;
+        float *ci = c + i * ldc;
+        for (int64_t j = 0; j < n; j += 2 * W) {
+            int nv = n - j >= 2 * W ? 2 : 1;
+            switch (m - i < MR ? m - i : MR) {
+                TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2) TILE_CASE(1)
+            }
+        }
+    }
+}
+
+/* rows x cols of x (row stride ld, contiguous rows) times factor into dst [rows x ld_dst], zero-padded to
+ * ld_dst columns; transpose: dst [cols x ld_dst] gets x's transpose, zero-padded to ld_dst columns */
+static void pack(int64_t rows, int64_t cols, const float *x, int64_t ld, float factor, float *dst, int64_t ld_dst,
+                 int transpose) {
+    if (transpose) { /* W rows at a time: a whole column at once would read lines of the same few cache sets */
+        int64_t i0 = 0;
+        for (; i0 + W <= rows; i0 += W)
+            for (int64_t j = 0; j < cols; j++) {
+                float *d = dst + j * ld_dst + i0;
+                for (int ii = 0; ii < W; ii++) d[ii] = x[(i0 + ii) * ld + j];
+            }
+        for (int64_t j = 0; j < cols; j++) {
+            for (int64_t i = i0; i < rows; i++) dst[j * ld_dst + i] = x[i * ld + j];
+            for (int64_t i = rows; i < ld_dst; i++) dst[j * ld_dst + i] = 0.0f;
+        }
+        return;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        float *d = dst + i * ld_dst;
+        for (int64_t j = 0; j < cols; j++) d[j] = x[i * ld + j] * factor;
+        for (int64_t j = cols; j < ld_dst; j++) d[j] = 0.0f;
+    }
+}
+
+static void unpack(int64_t rows, int64_t cols, const float *x, int64_t ld, float *dst, int64_t ld_dst) {
+    for (int64_t i = 0; i < rows; i++) memcpy(dst + i * ld_dst, x + i * ld, cols * sizeof *x);
+}
+
+/* 2^x for x <= 0 (or NaN), as vecmath.h's exp2v without its upper clamp, rounding by the 1.5 2^23 shifter:
+ * r = x + 1.5 2^23 holds round(x) in its low mantissa bits, so i = round(x) and f = x - i take three operations
+ * instead of six; x below -127 (-inf included) gives 0, NaN gives NaN */
+static inline vf exp2_nonpositive(vf x) {
+    const float shifter = 12582912.0f; /* 1.5 2^23 */
+    x = blend(x < -127.0f, splat(-127.0f), x);
+    vf r = x + shifter;
+    vf f = x - (r - shifter); /* [-1/2, 1/2] */
+    vf p = splat(1.540353039e-04f); /* coefficients ln(2)^k / k!, as exp2v */
+    p = p * f + 1.333355815e-03f;
+    p = p * f + 9.618129108e-03f;
+    p = p * f + 5.550410866e-02f;
+    p = p * f + 2.402265070e-01f;
+    p = p * f + 6.931471806e-01f;
+    p = p * f + 1.000000000e+00f;
+    /* the shifter's bits plus round(x), minus the shifter's bits, plus the exponent bias, into the exponent */
+    vu shifter_bits = (vu)splat(shifter);
+    return p * (vf)(((vu)r - shifter_bits + 127u) << 23);
+}
+
+/* the largest of row[0, n), n a multiple of W: four independent running maxima, so the compares overlap */
+static float row_max(const float *row, int64_t n) {
+    vf m[4];
+    for (int k = 0; k < 4; k++) m[k] = vload(row);
+    int64_t j = 0;
+    for (; j + 4 * W <= n; j += 4 * W)
+        for (int k = 0; k < 4; k++) {
+            vf x = vload(row + j + k * W);
+            m[k] = blend(x > m[k], x, m[k]);
+        }
+    for (; j < n; j += W) {
+        vf x = vload(row + j);
+        m[0] = blend(x > m[0], x, m[0]);
+    }
+    for (int k = 1; k < 4; k++) m[0] = blend(m[k] > m[0], m[k], m[0]);
+    float top = m[0][0];
+    for (int k = 1; k < W; k++) top = m[0][k] > top ? m[0][k] : top;
+    return top;
+}
+
+/* row[0, n) (n a multiple of W) = e^(row - max) over row[0, valid), 0 beyond; returns their sum; valid >= 1 */
+static float exp_row(float *row, int64_t valid, int64_t n) {
+    for (int64_t j = valid; j < n; j++) row[j] = -__builtin_inff();
+    float top = row_max(row, n);
+    if (top == -__builtin_inff()) top = 0.0f; /* a row of -inf scores: exp gives 0s, then 0/0 = NaN, as PyTorch */
+    const float log2e = 1.4426950408889634f;
+    vf offset = splat(top * log2e), sum[2] = {splat(0.0f), splat(0.0f)};
+    for (int64_t j = 0; j < n; j += W) {
+        vf e = exp2_nonpositive(vload(row + j) * log2e - offset); /* exp2(-inf) is 0 */
+        sum[(j / W) & 1] += e;
+        vstore(row + j, e);
+    }
+    return hsum(sum[0] + sum[1]);
+}
+
+/* row[0, n) times factor in place, and into probs[0, len) when not NULL */
+static void scale_row(float *row, int64_t n, float factor, float *probs, int64_t len) {
+    for (int64_t j = 0; j < n; j += W) vstore(row + j, vload(row + j) * factor);
+    if (probs) memcpy(probs, row, sizeof(float) * len);
+}
+
+typedef struct {
+    int64_t N, H, T, S, E, Ev, Ep, Evp, Sp;
+} shape;
+
+static shape shape_of(const int64_t *dims) {
+    shape s = {dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], 0, 0, 0};
+    s.Ep = round_up(s.E), s.Evp = round_up(s.Ev), s.Sp = round_up(s.S);
+    return s;
+}
+
+/* the first element of problem p's matrix in a tensor with strides {batch, head, row} */
+static const float *head_of(const float *x, const int64_t *st, const shape *s, int64_t p) {
+    return x + (p / s->H) * st[0] + (p % s->H) * st[1];
+}
+
+int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *q, const float *k, const float *v,
+                      float scale, int causal, uint64_t seed, int32_t threshold, float keep_scale, float *out,
+                      float *probs, int8_t *flags, int threads) {
+    const shape s = shape_of(dims);
+    const int64_t *qs = strides, *ks = strides + 3, *vs = strides + 6, *os = strides + 9;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float *kt = malloc(sizeof(float) * (s.Ep * s.Sp + s.Sp * s.Evp + ROWS * (s.Ep + s.Sp + s.Evp)));
+        uint16_t *draws = malloc(sizeof(uint16_t) * (s.S + 1));
+        if (!kt || !draws) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        float *vp = kt + s.Ep * s.Sp, *qb = vp + s.Sp * s.Evp, *sc = qb + ROWS * s.Ep, *ob = sc + ROWS * s.Sp;
+        #pragma omp for schedule(static)
+        for (int64_t p = 0; p < s.N * s.H; p++) {
+            if (!kt || !draws) continue;
+            const float *qh = head_of(q, qs, &s, p);
+            pack(s.S, s.E, head_of(k, ks, &s, p), ks[2], 1.0f, kt, s.Sp, 1); /* K^T [Ep, Sp] */
+            memset(kt + s.E * s.Sp, 0, sizeof(float) * (s.Ep - s.E) * s.Sp);
+            pack(s.S, s.Ev, head_of(v, vs, &s, p), vs[2], 1.0f, vp, s.Evp, 0); /* V [S, Evp] */
+            memset(vp + s.S * s.Evp, 0, sizeof(float) * (s.Sp - s.S) * s.Evp);
+            float *oh = out + (p / s.H) * os[0] + (p % s.H) * os[1];
+            for (int64_t t0 = 0; t0 < s.T; t0 += ROWS) {
+                int64_t rows = s.T - t0 < ROWS ? s.T - t0 : ROWS;
+                pack(rows, s.E, qh + t0 * qs[2], qs[2], scale, qb, s.Ep, 0);
+                gemm(rows, s.Sp, s.Ep, qb, s.Ep, 1, kt, s.Sp, sc, s.Sp, 0); /* scale Q K^T */
+                for (int64_t i = 0; i < rows; i++) {
+                    int64_t t = t0 + i, flat = (p * s.T + t) * s.S;
+                    float *row = sc + i * s.Sp;
+                    float sum = exp_row(row, causal && t + 1 < s.S ? t + 1 : s.S, s.Sp);
+                    scale_row(row, s.Sp, 1.0f / sum, probs ? probs + flat : 0, s.S); /* the softmax */
+                    if (threshold) {
+                        philox_draws(flat, s.S, seed, draws);
+                        dropout_apply_f32(s.S, draws, threshold, keep_scale, row, row, flags ? flags + flat : 0);
+                    }
+                }
+                gemm(rows, s.Evp, s.Sp, sc, s.Sp, 1, vp, s.Evp, ob, s.Evp, 0); /* weights V */
+                unpack(rows, s.Ev, ob, s.Evp, oh + t0 * os[2], os[2]);
+            }
+        }
+        free(kt);
+        free(draws);
+    }
+    return failed;
+}
+
+/* gradients of q, k, v from the output's; probs and flags as the forward wrote them */
+int attention_bwd_f32(const int64_t *dims, const int64_t *strides, const float *q, const float *k, const float *v,
+                      const float *grad_out, const float *probs, const int8_t *flags, float scale, float keep_scale,
+                      float *grad_q, float *grad_k, float *grad_v, int threads) {
+    const shape s = shape_of(dims);
+    const int64_t *qs = strides, *ks = strides + 3, *vs = strides + 6, *gs = strides + 9, *gqs = strides + 12,
+                  *gks = strides + 15, *gvs = strides + 18;
+    int failed = 0;
+    #pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        /* K [Sp, Ep], V^T [Evp, Sp], their gradients' sums, and one block's Q, dO, dQ, dS and weights */
+        float *kp = malloc(sizeof(float) * (2 * s.Sp * s.Ep + 2 * s.Sp * s.Evp
+                                            + ROWS * (2 * s.Ep + s.Evp + 2 * s.Sp)));
+        if (!kp) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        float *vt = kp + s.Sp * s.Ep, *dk = vt + s.Evp * s.Sp, *dv = dk + s.Sp * s.Ep, *qb = dv + s.Sp * s.Evp,
+              *gb = qb + ROWS * s.Ep, *dqb = gb + ROWS * s.Evp, *ds = dqb + ROWS * s.Ep, *wb = ds + ROWS * s.Sp;
+        #pragma omp for schedule(static)
+        for (int64_t p = 0; p < s.N * s.H; p++) {
+            if (!kp) continue;
+            const float *qh = head_of(q, qs, &s, p), *gh = head_of(grad_out, gs, &s, p);
+            pack(s.S, s.E, head_of(k, ks, &s, p), ks[2], 1.0f, kp, s.Ep, 0); /* K [S, Ep] */
+            memset(kp + s.S * s.Ep, 0, sizeof(float) * (s.Sp - s.S) * s.Ep);
+            pack(s.S, s.Ev, head_of(v, vs, &s, p), vs[2], 1.0f, vt, s.Sp, 1); /* V^T [Evp, Sp] */
+            memset(vt + s.Ev * s.Sp, 0, sizeof(float) * (s.Evp - s.Ev) * s.Sp);
+            for (int64_t t0 = 0; t0 < s.T; t0 += ROWS) {
+                int64_t rows = s.T - t0 < ROWS ? s.T - t0 : ROWS;
+                pack(rows, s.E, qh + t0 * qs[2], qs[2], 1.0f, qb, s.Ep, 0);
+                pack(rows, s.Ev, gh + t0 * gs[2], gs[2], 1.0f, gb, s.Evp, 0);
+                gemm(rows, s.Sp, s.Evp, gb, s.Evp, 1, vt, s.Sp, ds, s.Sp, 0); /* dO V^T: the weights' gradient */
+                for (int64_t i = 0; i < rows; i++) {
+                    int64_t flat = (p * s.T + t0 + i) * s.S;
+                    const float *pr = probs + flat;
+                    float *g = ds + i * s.Sp, *w = wb + i * s.Sp;
+                    /* through the dropout: the weights w = P keep scale and their gradient g keep scale */
+                    if (flags)
+                        for (int64_t j = 0; j < s.S; j++) {
+                            float f = flags[flat + j] ? keep_scale : 0.0f;
+                            g[j] *= f;
+                            w[j] = pr[j] * f;
+                        }
+                    else
+                        memcpy(w, pr, sizeof(float) * s.S);
+                    /* through the softmax: dS = P (g - sum(g P)), times the scores' scale */
+                    vf acc = splat(0.0f);
+                    for (int64_t j = 0; j < s.S; j += W) {
+                        int64_t w = s.S - j < W ? s.S - j : W;
+                        acc += load(g + j, w) * load(pr + j, w);
+                    }
+                    float dot = hsum(acc);
+                    for (int64_t j = 0; j < s.S; j++) g[j] = scale * pr[j] * (g[j] - dot);
+                    for (int64_t j = s.S; j < s.Sp; j++) g[j] = w[j] = 0.0f;
+                }
+                gemm(rows, s.Ep, s.Sp, ds, s.Sp, 1, kp, s.Ep, dqb, s.Ep, 0); /* dQ = dS K */
+                unpack(rows, s.E, dqb, s.Ep, grad_q + (p / s.H) * gqs[0] + (p % s.H) * gqs[1] + t0 * gqs[2],
+                       gqs[2]);
+                gemm(s.S, s.Ep, rows, ds, 1, s.Sp, qb, s.Ep, dk, s.Ep, t0 > 0); /* dK += dS^T Q */
+                gemm(s.S, s.Evp, rows, wb, 1, s.Sp, gb, s.Evp, dv, s.Evp, t0 > 0); /* dV += weights^T dO */
+            }
+            unpack(s.S, s.E, dk, s.Ep, grad_k + (p / s.H) * gks[0] + (p % s.H) * gks[1], gks[2]);
+            unpack(s.S, s.Ev, dv, s.Evp, grad_v + (p / s.H) * gvs[0] + (p % s.H) * gvs[1], gvs[2]);
+        }
+        free(kp);
+    }
+    return failed;
+}
