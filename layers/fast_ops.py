@@ -5,8 +5,8 @@ shows the effect on a whole step):
 
 - ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, which on
   CPU costs more than the GEMM that follows a LoRA dropout. ``dropout`` here
-  uses 15 random bits per element from Philox4x64-10 (Salmon et al., SC
-  2011), keyed by a seed drawn from torch's generator (so
+  uses 15 random bits per element from Philox4x32-10 (Salmon et al., SC
+  2011; cuRAND's generator), keyed by a seed drawn from torch's generator (so
   ``torch.manual_seed`` still makes runs reproducible). The drop probability
   is ``p`` rounded to a multiple of 2^-15 (0.1 -> 0.100006) and the kept
   values are scaled by the exact inverse of the keep probability, so the
@@ -15,8 +15,8 @@ shows the effect on a whole step):
   bits, applies them and stores one flag byte per element for the backward
   in one pass; PyTorch's route (bits, mask tensor, multiply) makes about six
   passes over the data and keeps a float32 mask. Without a compiler (or for
-  float64) the same bits come from ``numpy.random.Philox``, whose stream the
-  kernel reproduces bit for bit, and the mask is a 0/1 integer tensor built
+  float64) numpy computes the same bits (``_philox_draws``), and the mask
+  is a 0/1 integer tensor built
   with integer arithmetic and applied by a multiply: on CPU, boolean tensors
   and ``masked_fill`` run unvectorised loops (a bf16 ``masked_fill`` of 9.8M
   elements takes 35 ms, the multiply 7 ms); in fp32 the mask holds 0 or the
@@ -91,7 +91,6 @@ __all__ = ["dropout", "Dropout", "LoraDropout", "backend", "kernel_error", "gelu
 
 ATTENTION_NAME = "crossalign_sdpa"  # the name registered in transformers' AttentionInterface
 _BITS = 15  # random bits per element used for the keep/drop decision
-_LOW_15_BITS_X4 = 0x7FFF_7FFF_7FFF_7FFF  # the low 15 bits of each 16-bit quarter of an int64
 
 
 def _threshold_and_scale(p: float) -> tuple[int, float]:
@@ -104,13 +103,39 @@ def _draw_seed() -> int:
     return int(torch.randint(1 << 62, ()).item())  # torch's generator decides: manual_seed reproduces the mask
 
 
+def _philox4x32_10(blocks: np.ndarray, seed: int) -> np.ndarray:
+    """The four 32-bit words ``[4, n]`` (in uint64) of the Philox4x32-10 blocks (Salmon et al., SC 2011) numbered
+    ``blocks`` (uint64): counter ``(b mod 2^32, b / 2^32, 0, 0)``, key ``(seed mod 2^32, seed / 2^32)``
+    (``csrc/philox.h``)."""
+    low, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
+    x0, x1 = blocks & low, blocks >> shift
+    x2 = x3 = np.zeros_like(blocks)
+    k0, k1 = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+    for _ in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * x0, np.uint64(0xCD9E8D57) * x2  # 32 x 32 bits: exact in 64
+        x0, x1, x2, x3 = ((p1 >> shift) ^ x1 ^ np.uint64(k0), p1 & low,
+                          (p0 >> shift) ^ x3 ^ np.uint64(k1), p0 & low)
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF  # Weyl key increments
+    return np.stack([x0, x1, x2, x3])
+
+
+_PHILOX_LANES = 8  # csrc/philox.h's PHILOX_LANES: a group of elements is 8 blocks x 4 words x 2 halves
+
+
+def _philox_draws(n: int, seed: int) -> np.ndarray:
+    """The 15-bit draws (int16) of elements ``0 .. n-1``, ``csrc/philox.h``'s stream: element
+    ``64 g + 8 (2 w + h) + l`` takes the low 15 bits of the 16-bit half ``h`` of word ``w`` of block ``8 g + l``."""
+    groups = -(-n // (8 * _PHILOX_LANES))
+    words = _philox4x32_10(np.arange(groups * _PHILOX_LANES, dtype=np.uint64), seed)  # [word, block]
+    words = words.reshape(4, groups, _PHILOX_LANES).transpose(1, 0, 2)  # [group, word, lane]
+    halves = np.stack([words & np.uint64(0x7FFF), (words >> np.uint64(16)) & np.uint64(0x7FFF)], axis=2)
+    return halves.reshape(-1)[:n].astype(np.int16)  # [group, word, half, lane]: element order
+
+
 def _keep_mask(shape: torch.Size, p: float, device: torch.device, seed: int) -> torch.Tensor:
-    """An int16 0/1 mask (1 = kept, probability ~ ``1 - p``) from numpy's Philox keyed by ``seed``: the
-    kernel's mask (``csrc/dropout.c``: element i takes the 16-bit quarter i % 4 of word i / 4)."""
-    n = math.prod(shape)
-    # one 64-bit word gives four 16-bit values; clearing each one's top bit leaves 15 random bits >= 0
-    words = np.random.Philox(key=seed).random_raw((n + 3) // 4).view(np.int64)
-    bits = torch.from_numpy(words).to(device).bitwise_and_(_LOW_15_BITS_X4).view(torch.int16)[:n]
+    """An int16 0/1 mask (1 = kept, probability ~ ``1 - p``) from the Philox4x32-10 draws keyed by ``seed``
+    (``_philox_draws``): the kernel's mask."""
+    bits = torch.from_numpy(_philox_draws(math.prod(shape), seed)).to(device)
     threshold, _ = _threshold_and_scale(p)
     # kept iff bits >= threshold; integer arithmetic, because bool tensors take unvectorised CPU loops
     return bits.sub_(threshold - 1).clamp_(0, 1).view(shape)

@@ -3,9 +3,8 @@
  * Built and loaded by layers/ckernel.py, called by layers/fast_ops.py (plain C11, no Python or torch
  * headers; called through ctypes).
  *
- * Random bits: philox.h's Philox4x64-10 stream keyed by the seed, the one numpy.random.Philox(key=seed)
- * draws (layers/fast_ops.py's path without a compiler uses numpy, and the tests check that the two agree bit
- * for bit).
+ * Random bits: philox.h's Philox4x32-10 stream keyed by the seed (layers/fast_ops.py's path without a
+ * compiler draws it with numpy, and the tests check that the two agree bit for bit).
  *
  * Element i's 15-bit draw d (philox.h) decides: kept iff d >= threshold (threshold = round(p 2^15), so
  * P(drop) = threshold / 2^15). Kept elements are multiplied by scale, dropped ones by 0 (so an inf or NaN
@@ -26,7 +25,7 @@
 
 #include "philox.h"
 
-#define CHUNK 1024 /* elements per chunk, a multiple of BLOCK */
+#define CHUNK 1024 /* elements per chunk, a multiple of GROUP */
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE float bf16_to_f32(uint16_t h) {

@@ -1,63 +1,100 @@
-/* Philox4x64-10 random bits for the C kernels of layers/csrc, and the float32 dropout they decide: dropout.c's,
- * shared by lora.c's fused LoRA dropout so that both draw and apply the same mask for the same seed and element.
+/* Philox4x32-10 random bits for the C kernels of layers/csrc, and the float32 dropout they decide: dropout.c's,
+ * shared by lora.c's fused LoRA dropout and attention.c's dropout of the attention weights, so that all draw and
+ * apply the same mask for the same seed and element.
  *
- * Philox4x64-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011) is a
- * counter-based generator: block b of 256 bits is a function of its counter (b + 1, 0, 0, 0) and the key
- * (seed, 0) alone, so any block can be drawn by any thread, in any order. Those are the counter and key of
- * numpy.random.Philox(key=seed), whose random_raw() returns the same 64-bit words in the same order (it counts
- * from 1): layers/fast_ops.py's path without a compiler draws the same masks with numpy, and the tests check
- * that they agree bit for bit.
+ * Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011; the
+ * generator of cuRAND and of PyTorch's CUDA dropout) is counter-based: block b of 128 bits is a function of its
+ * counter (b mod 2^32, b / 2^32, 0, 0) and the key (seed mod 2^32, seed / 2^32) alone, so any block can be drawn
+ * by any thread, in any order. Its rounds multiply 32-bit words into 64-bit products, which vector units do
+ * PHILOX_LANES blocks at a time (AVX2's vpmuludq: four products per instruction, two for each lane pair); the
+ * 64-bit multiplies of Philox4x64 have no vector form there and cost about 1 ns per draw.
  *
- * Element i of a flat array takes the 16-bit quarter i % 4 (little-endian) of word i / 4 of that stream, and
- * keeps its low 15 bits: BLOCK elements per Philox block. */
+ * The stream: element i of a flat array belongs to group g = i / GROUP, the blocks PHILOX_LANES g + l for lanes
+ * l = 0 .. PHILOX_LANES - 1; element GROUP g + PHILOX_LANES (2 w + h) + l takes the 16-bit half h (0: low) of
+ * word w of block PHILOX_LANES g + l, and keeps its low 15 bits. layers/fast_ops.py's path without a compiler
+ * draws the same bits with numpy, and the tests check that they agree bit for bit and that the blocks are
+ * Philox4x32-10's (Random123's known-answer vectors). */
 #ifndef CROSSALIGN_PHILOX_H
 #define CROSSALIGN_PHILOX_H
 
 #include <stdint.h>
 #include <string.h>
 
-#define BLOCK 16 /* elements per Philox block: four 64-bit words of four 16-bit draws */
+#define PHILOX_LANES 8                /* blocks drawn side by side */
+#define GROUP (8 * PHILOX_LANES)      /* elements per group: four 32-bit words of two draws per block */
 
-/* the four 64-bit words of Philox4x64-10 block `counter` under the key (seed, 0) */
-static inline __attribute__((always_inline)) void philox4x64(uint64_t counter, uint64_t seed, uint64_t out[4]) {
-    uint64_t x0 = counter, x1 = 0, x2 = 0, x3 = 0, k0 = seed, k1 = 0;
+typedef uint32_t philox_u32 __attribute__((vector_size(4 * PHILOX_LANES)));
+typedef uint16_t philox_u16 __attribute__((vector_size(2 * PHILOX_LANES)));
+
+#ifdef __AVX2__
+#include <immintrin.h>
+/* hi and lo 32 bits of each lane's 64-bit product m x: the even lanes' products, then the odd lanes' (shifted
+ * down into the even positions), blended back into lane order */
+static inline __attribute__((always_inline)) void mulhilo32(uint32_t m, philox_u32 x, philox_u32 *hi,
+                                                              philox_u32 *lo) {
+    const __m256i mv = _mm256_set1_epi64x(m);
+    __m256i even = _mm256_mul_epu32((__m256i)x, mv), odd = _mm256_mul_epu32(_mm256_srli_epi64((__m256i)x, 32), mv);
+    *lo = (philox_u32)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *hi = (philox_u32)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+#else
+/* the same, lane by lane (the compiler vectorises what it can) */
+static inline __attribute__((always_inline)) void mulhilo32(uint32_t m, philox_u32 x, philox_u32 *hi,
+                                                              philox_u32 *lo) {
+    for (int l = 0; l < PHILOX_LANES; l++) {
+        uint64_t product = (uint64_t)m * x[l];
+        (*hi)[l] = (uint32_t)(product >> 32), (*lo)[l] = (uint32_t)product;
+    }
+}
+#endif
+
+/* the four words of Philox4x32-10 blocks PHILOX_LANES group + l, lane l of w[0..3] */
+static inline __attribute__((always_inline)) void philox4x32(uint64_t group, uint64_t seed, philox_u32 w[4]) {
+    const uint64_t first = group * PHILOX_LANES; /* a multiple of PHILOX_LANES: adding a lane never carries */
+    philox_u32 lane;
+    for (int l = 0; l < PHILOX_LANES; l++) lane[l] = (uint32_t)l;
+    philox_u32 x0 = lane + (uint32_t)first, x1 = (philox_u32){0} + (uint32_t)(first >> 32), x2 = {0}, x3 = {0};
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     #pragma GCC unroll 10
     for (int round = 0; round < 10; round++) {
-        unsigned __int128 p0 = (unsigned __int128)0xD2E7470EE14C6C93ull * x0;
-        unsigned __int128 p1 = (unsigned __int128)0xCA5A826395121157ull * x2;
-        uint64_t y0 = (uint64_t)(p1 >> 64) ^ x1 ^ k0, y2 = (uint64_t)(p0 >> 64) ^ x3 ^ k1;
-        x1 = (uint64_t)p1;
-        x3 = (uint64_t)p0;
-        x0 = y0;
-        x2 = y2;
-        k0 += 0x9E3779B97F4A7C15ull; /* the key schedule's Weyl increments */
-        k1 += 0xBB67AE8584CAA73Bull;
+        philox_u32 hi0, lo0, hi1, lo1;
+        mulhilo32(0xD2511F53u, x0, &hi0, &lo0);
+        mulhilo32(0xCD9E8D57u, x2, &hi1, &lo1);
+        x0 = hi1 ^ x1 ^ k0, x1 = lo1, x2 = hi0 ^ x3 ^ k1, x3 = lo0;
+        k0 += 0x9E3779B9u, k1 += 0xBB67AE85u; /* the key schedule's Weyl increments */
     }
-    out[0] = x0, out[1] = x1, out[2] = x2, out[3] = x3;
+    w[0] = x0, w[1] = x1, w[2] = x2, w[3] = x3;
 }
 
-/* the 15-bit draws of elements [start, start + len) into d[0, len); start need not be a multiple of BLOCK */
+/* the GROUP 15-bit draws of group `group` into d */
+static inline __attribute__((always_inline)) void philox_group(uint64_t group, uint64_t seed, uint16_t *d) {
+    philox_u32 w[4];
+    philox4x32(group, seed, w);
+    for (int k = 0; k < 4; k++) {
+        philox_u16 low = __builtin_convertvector(w[k] & 0x7FFFu, philox_u16);
+        philox_u16 high = __builtin_convertvector((w[k] >> 16) & 0x7FFFu, philox_u16);
+        memcpy(d + 2 * k * PHILOX_LANES, &low, sizeof low);
+        memcpy(d + (2 * k + 1) * PHILOX_LANES, &high, sizeof high);
+    }
+}
+
+/* the 15-bit draws of elements [start, start + len) into d[0, len); start need not be a multiple of GROUP */
 static inline __attribute__((always_inline)) void philox_draws(int64_t start, int64_t len, uint64_t seed,
                                                                uint16_t *d) {
-    uint64_t words[4];
-    int64_t i = 0, skip = start % BLOCK;
-    if (skip) { /* a partial first block */
-        uint16_t block[BLOCK];
-        int64_t take = BLOCK - skip < len ? BLOCK - skip : len;
-        philox4x64((uint64_t)(start / BLOCK) + 1, seed, words);
-        memcpy(block, words, sizeof words);
-        memcpy(d, block + skip, take * sizeof *d);
+    int64_t i = 0, skip = start % GROUP;
+    if (skip) { /* a partial first group */
+        uint16_t group[GROUP];
+        int64_t take = GROUP - skip < len ? GROUP - skip : len;
+        philox_group((uint64_t)(start / GROUP), seed, group);
+        memcpy(d, group + skip, take * sizeof *d);
         i = take;
     }
-    for (; i + BLOCK <= len; i += BLOCK) { /* whole blocks straight into d */
-        philox4x64((uint64_t)((start + i) / BLOCK) + 1, seed, words);
-        memcpy(d + i, words, sizeof words);
+    for (; i + GROUP <= len; i += GROUP) philox_group((uint64_t)((start + i) / GROUP), seed, d + i);
+    if (i < len) { /* a partial last group */
+        uint16_t group[GROUP];
+        philox_group((uint64_t)((start + i) / GROUP), seed, group);
+        memcpy(d + i, group, (len - i) * sizeof *d);
     }
-    if (i < len) { /* a partial last block */
-        philox4x64((uint64_t)((start + i) / BLOCK) + 1, seed, words);
-        memcpy(d + i, words, (len - i) * sizeof *d);
-    }
-    for (int64_t k = 0; k < len; k++) d[k] &= 0x7FFF;
 }
 
 /* float32 dropout by the draws d[0, len): kept iff d[i] >= threshold, y = x * (kept ? scale : 0) (so an inf or

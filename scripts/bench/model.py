@@ -312,10 +312,13 @@ def prefault_heap(mib: int = PREFAULT_MIB) -> None:
 
 
 def _profiled_op(key: str) -> str | None:
-    """The breakdown's name for a profiler event: aten ops without their prefix, our kernels' Functions as
-    they are, anything else (wrappers, Python frames) None."""
+    """The breakdown's name for a profiler event: aten ops without their prefix, our operators
+    (``crossalign::attention`` and its backward) and our kernels' Functions as they are, anything else (wrappers,
+    Python frames) None."""
     if key.startswith("aten::"):
         return key.removeprefix("aten::")
+    if key.startswith("crossalign::"):
+        return key
     return key if key.removesuffix("Backward") in KERNEL_FUNCTIONS else None
 
 
@@ -323,7 +326,8 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> d
     """The ``top`` operators of ``fn()`` by self CPU time: ``{"ops": [{"op", "self_ms", "share", "calls"}, ...],
     "page_faults": ...}``.
 
-    Operators: aten ops, and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout, scan (with its
+    Operators: aten ops, our operators (``crossalign::attention``: the attention kernel, forward and backward),
+    and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout, scan (with its
     D skip and gate: ``KernelGate``), causal convolution + SiLU, tanh-GELU and LoRA kernels, or their
     numpy/PyTorch fallbacks: ``_KeepScale`` is dropout's forward, ``_KeepScaleBackward`` its
     backward; ``_GeluTanh`` GELU's forward, whose backward is an aten ``mul``; ``_LoraLinear`` the LoRA

@@ -52,9 +52,9 @@ def test_dropout_gradient_uses_the_forward_mask():
     y = dropout(x, 0.3)
     g = torch.randn_like(y)
     y.backward(g)
-    scale = y[y != 0] / x.detach()[y != 0]
-    assert torch.allclose(scale, scale[0].expand_as(scale))
-    assert torch.equal(x.grad, torch.where(y == 0, torch.zeros_like(g), g * scale[0]))
+    _, scale = fast_ops._threshold_and_scale(0.3)
+    assert torch.allclose(y[y != 0] / x.detach()[y != 0], torch.tensor(scale))
+    assert torch.equal(x.grad, torch.where(y == 0, torch.zeros_like(g), g * scale))
 
 
 def test_dropout_follows_the_torch_seed():
@@ -100,28 +100,52 @@ def test_dropout_is_bitwise_x_times_mask_times_scale(dtype, dropout_path):
     assert torch.equal(x.grad, (g * keep).mul_(scale))
 
 
-def _philox4x64_10(counter: int, key: int) -> list[int]:
-    """Philox4x64-10 of one block (Salmon et al., SC 2011, section 4: multipliers, Weyl key increments)."""
-    m64 = (1 << 64) - 1
-    x, k0, k1 = [counter, 0, 0, 0], key, 0
+# Random123's known-answer vectors for Philox4x32-10 (kat_vectors: counter words, key words, output words)
+PHILOX4X32_10_KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def _philox4x32_10(counter: tuple, key: tuple) -> tuple:
+    """One Philox4x32-10 block in Python integers (Salmon et al., SC 2011, section 4), any counter words."""
+    m32 = (1 << 32) - 1
+    x, (k0, k1) = list(counter), key
     for _ in range(10):
-        p0, p1 = 0xD2E7470EE14C6C93 * x[0], 0xCA5A826395121157 * x[2]
-        x = [(p1 >> 64) ^ x[1] ^ k0, p1 & m64, (p0 >> 64) ^ x[3] ^ k1, p0 & m64]
-        k0, k1 = (k0 + 0x9E3779B97F4A7C15) & m64, (k1 + 0xBB67AE8584CAA73B) & m64
-    return x
+        p0, p1 = 0xD2511F53 * x[0], 0xCD9E8D57 * x[2]
+        x = [(p1 >> 32) ^ x[1] ^ k0, p1 & m32, (p0 >> 32) ^ x[3] ^ k1, p0 & m32]
+        k0, k1 = (k0 + 0x9E3779B9) & m32, (k1 + 0xBB67AE85) & m32
+    return tuple(x)
 
 
-def test_numpy_philox_is_the_stream_the_kernel_draws():
-    """The documented bits: block b of numpy.random.Philox(key=seed) is Philox4x64-10 of counter b + 1."""
+@pytest.mark.parametrize("counter,key,expected", PHILOX4X32_10_KAT)
+def test_philox_reference_matches_random123(counter, key, expected):
+    assert _philox4x32_10(counter, key) == expected
+
+
+def test_numpy_draws_are_the_documented_philox4x32_stream():
+    """Block b is Philox4x32-10 of counter (b mod 2^32, b / 2^32, 0, 0) under key (seed mod 2^32, seed / 2^32);
+    element 64 g + 8 (2 w + h) + l is the low 15 bits of half h of word w of block 8 g + l (csrc/philox.h)."""
     seed = 2 ** 61 + 12345
-    words = np.random.Philox(key=seed).random_raw(12)
-    assert [int(w) for w in words] == [w for b in range(3) for w in _philox4x64_10(b + 1, seed)]
+    blocks = np.array([0, 1, 7, 2 ** 33 + 5], dtype=np.uint64)  # the last one's counter has a high word
+    words = fast_ops._philox4x32_10(blocks, seed)
+    key = (seed & 0xFFFFFFFF, seed >> 32)
+    for i, b in enumerate(blocks.tolist()):
+        assert tuple(int(w) for w in words[:, i]) == _philox4x32_10((b & 0xFFFFFFFF, b >> 32, 0, 0), key)
+    draws = fast_ops._philox_draws(200, seed)
+    for e in (0, 1, 8, 9, 63, 64, 130, 199):
+        g, rest = divmod(e, 64)
+        (w, h), lane = divmod(rest // 8, 2), rest % 8
+        word = _philox4x32_10((8 * g + lane, 0, 0, 0), key)[w]
+        assert draws[e] == (word >> (16 * h)) & 0x7FFF
 
 
-@pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 1024, 1025, 5000])
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1023, 1024, 1025, 5000])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_kernel_draws_and_reverses_the_numpy_masks(n, threads, monkeypatch, dropout_kernel):
-    """Bit for bit, float32 and bfloat16, lengths around its blocks of 16 and chunks of 1024, with special
+    """Bit for bit, float32 and bfloat16, lengths around its groups of 64 and chunks of 1024, with special
     values, on one or two threads (the split must not change a bit)."""
     monkeypatch.setattr(fast_ops, "threads_for", lambda work: threads)
     g = torch.Generator().manual_seed(n)
