@@ -197,7 +197,7 @@ int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *
     #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         float *kt = malloc(sizeof(float) * (s.Ep * s.Sp + s.Sp * s.Evp + ROWS * (s.Ep + s.Sp + s.Evp)));
-        uint16_t *draws = malloc(sizeof(uint16_t) * (s.S + 1));
+        uint16_t *draws = malloc(sizeof(uint16_t) * (ROWS * s.S + 1));
         if (!kt || !draws) {
             #pragma omp atomic write
             failed = 1;
@@ -216,15 +216,16 @@ int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *
                 int64_t rows = s.T - t0 < ROWS ? s.T - t0 : ROWS;
                 pack(rows, s.E, qh + t0 * qs[2], qs[2], scale, qb, s.Ep, 0);
                 gemm(rows, s.Sp, s.Ep, qb, s.Ep, 1, kt, s.Sp, sc, s.Sp, 0); /* scale Q K^T */
+                if (threshold) /* the block's rows are consecutive in the stream: one call, no group drawn twice */
+                    philox_draws((p * s.T + t0) * s.S, rows * s.S, seed, draws);
                 for (int64_t i = 0; i < rows; i++) {
                     int64_t t = t0 + i, flat = (p * s.T + t) * s.S;
                     float *row = sc + i * s.Sp;
                     float sum = exp_row(row, causal && t + 1 < s.S ? t + 1 : s.S, s.Sp);
                     scale_row(row, s.Sp, 1.0f / sum, probs ? probs + flat : 0, s.S); /* the softmax */
-                    if (threshold) {
-                        philox_draws(flat, s.S, seed, draws);
-                        dropout_apply_f32(s.S, draws, threshold, keep_scale, row, row, flags ? flags + flat : 0);
-                    }
+                    if (threshold)
+                        dropout_apply_f32(s.S, draws + i * s.S, threshold, keep_scale, row, row,
+                                          flags ? flags + flat : 0);
                 }
                 gemm(rows, s.Evp, s.Sp, sc, s.Sp, 1, vp, s.Evp, ob, s.Evp, 0); /* weights V */
                 unpack(rows, s.Ev, ob, s.Evp, oh + t0 * os[2], os[2]);
