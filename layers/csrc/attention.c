@@ -112,26 +112,6 @@ static void unpack(int64_t rows, int64_t cols, const float *x, int64_t ld, float
     for (int64_t i = 0; i < rows; i++) memcpy(dst + i * ld_dst, x + i * ld, cols * sizeof *x);
 }
 
-/* 2^x for x <= 0 (or NaN), as vecmath.h's exp2v without its upper clamp, rounding by the 1.5 2^23 shifter:
- * r = x + 1.5 2^23 holds round(x) in its low mantissa bits, so i = round(x) and f = x - i take three operations
- * instead of six; x below -127 (-inf included) gives 0, NaN gives NaN */
-static inline vf exp2_nonpositive(vf x) {
-    const float shifter = 12582912.0f; /* 1.5 2^23 */
-    x = blend(x < -127.0f, splat(-127.0f), x);
-    vf r = x + shifter;
-    vf f = x - (r - shifter); /* [-1/2, 1/2] */
-    vf p = splat(1.540353039e-04f); /* coefficients ln(2)^k / k!, as exp2v */
-    p = p * f + 1.333355815e-03f;
-    p = p * f + 9.618129108e-03f;
-    p = p * f + 5.550410866e-02f;
-    p = p * f + 2.402265070e-01f;
-    p = p * f + 6.931471806e-01f;
-    p = p * f + 1.000000000e+00f;
-    /* the shifter's bits plus round(x), minus the shifter's bits, plus the exponent bias, into the exponent */
-    vu shifter_bits = (vu)splat(shifter);
-    return p * (vf)(((vu)r - shifter_bits + 127u) << 23);
-}
-
 /* the largest of row[0, n), n a multiple of W: four independent running maxima, so the compares overlap */
 static float row_max(const float *row, int64_t n) {
     vf m[4];

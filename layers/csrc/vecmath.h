@@ -29,6 +29,17 @@ static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
 static inline float hsum(vf v) { float s = 0.0f; for (int k = 0; k < W; k++) s += v[k]; return s; }
 
+/* 2^f for |f| <= 1/2, its Taylor polynomial of degree 6 (relative error < 2e-7, about float32's rounding) */
+static inline vf exp2_fraction(vf f) {
+    vf p = splat(1.540353039e-04f); /* coefficients ln(2)^k / k! */
+    p = p * f + 1.333355815e-03f;
+    p = p * f + 9.618129108e-03f;
+    p = p * f + 5.550410866e-02f;
+    p = p * f + 2.402265070e-01f;
+    p = p * f + 6.931471806e-01f;
+    return p * f + 1.000000000e+00f;
+}
+
 /* 2^x = 2^i 2^f with i = round(x) put in the exponent bits and 2^f, |f| <= 1/2, from its Taylor polynomial
  * of degree 6 (relative error < 2e-7, about float32's rounding). x is clamped to [-127, 128] first, so that
  * below about -126.5 the exponent bits are 0 (the result is 0, where float32 turns subnormal) and from about
@@ -40,14 +51,19 @@ static inline vf exp2v(vf x) {
     vi i = __builtin_convertvector(xr, vi);             /* toward zero */
     i += (vi)(__builtin_convertvector(i, vf) > xr);     /* minus one where that rounded up: floor(x + 1/2) */
     vf f = x - __builtin_convertvector(i, vf);          /* [-1/2, 1/2] */
-    vf p = splat(1.540353039e-04f);                     /* coefficients ln(2)^k / k! */
-    p = p * f + 1.333355815e-03f;
-    p = p * f + 9.618129108e-03f;
-    p = p * f + 5.550410866e-02f;
-    p = p * f + 2.402265070e-01f;
-    p = p * f + 6.931471806e-01f;
-    p = p * f + 1.000000000e+00f;
-    return p * (vf)(((vu)i + 127u) << 23);
+    return exp2_fraction(f) * (vf)(((vu)i + 127u) << 23);
+}
+
+/* 2^x for x <= 0 (or NaN), as exp2v without its upper clamp, rounding by the 1.5 2^23 shifter: r = x + 1.5 2^23
+ * holds round(x) in its low mantissa bits, so round(x) and f = x - round(x) take three operations instead of six;
+ * x below -127 (-inf included) gives 0, NaN gives NaN. The softmax's exponentials (attention.c) */
+static inline vf exp2_nonpositive(vf x) {
+    const float shifter = 12582912.0f; /* 1.5 2^23 */
+    x = blend(x < -127.0f, splat(-127.0f), x);
+    vf r = x + shifter;
+    vf f = x - (r - shifter); /* [-1/2, 1/2] */
+    /* the shifter's bits plus round(x), minus the shifter's bits, plus the exponent bias, into the exponent */
+    return exp2_fraction(f) * (vf)(((vu)r - (vu)splat(shifter) + 127u) << 23);
 }
 
 /* 1 / (1 + e^-x), through exp2v: 0 below about -88 (e^-x overflows to inf), 1 above about 17 */
