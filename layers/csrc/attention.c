@@ -9,9 +9,10 @@
  * is a batch of GEMMs of a few hundred thousand multiply-adds, which PyTorch's batched GEMM and its fused CPU
  * attention run at 35-60 % of the rate of the model's big products on an AVX2 core, and the scores, the weights
  * and their gradients each take passes of their own over [N, T, S] tensors. Here one problem (one sample's head)
- * at a time is packed into small padded buffers that stay in the core's caches; its five products run through
- * one register-tiled GEMM (MR rows x 2 vectors of accumulators, the A operand broadcast from memory), and the
- * softmax, the causal mask, the dropout and the softmax's backward are applied to each row in between.
+ * at a time is packed into small padded buffers that stay in the core's caches; its six products (two forward,
+ * four backward) run through one register-tiled GEMM (MR rows x 2 vectors of accumulators, the A operand
+ * broadcast from memory), and the softmax, the causal mask, the dropout and the softmax's backward are applied to
+ * each row in between.
  *
  * Layout: dims = {N, H, T, S, E, Ev}; q [N, H, T, E], k [N, H, S, E], v [N, H, S, Ev] and out [N, H, T, Ev]
  * are read and written through their strides (batch, head, row: three per tensor, in that order in `strides`;

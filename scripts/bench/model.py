@@ -671,7 +671,8 @@ def _table(results: list[dict], gemm: dict) -> str:
                      + (_replay_cells(r["gemm_floor_ms"], r.get("matmul_ms"), r["train_ms"]) if replayed else "")
                      + f"{fx:>9}{tx:>9}")
     lines += ["GFLOP/step: matmul FLOPs of one train step, forward + backward, as FlopCounterMode counts them (mm,",
-              "  addmm, bmm, convolution; CPU fused attention, which it misses, counted by us as dense L x S);",
+              "  addmm, bmm, convolution; CPU fused attention and our attention kernel, which it misses, counted",
+              "  by us as dense L x S);",
               "  elementwise ops, norms, softmax, FFT, the scan's arithmetic and Adam are not counted",
               "GEMM floor = GFLOP/step / GEMM rate of its precision: the step's time if every matmul ran at that rate",
               "  and everything else were free; floor/step = floor / measured step"]
