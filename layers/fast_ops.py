@@ -460,9 +460,9 @@ def _compare_attention_kernel_with_torch() -> str | None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1)  # the same dropout seed for both
                 results.append(outputs_and_gradients(lambda *x: fn(*x, p, causal, e ** -0.5), inputs, grad))
-        if not largest_relative_difference(*results) <= _ATTENTION_TOLERANCE:
-            return (f"it disagrees with PyTorch's attention (causal={causal}, dropout {p}) by "
-                    f"{largest_relative_difference(*results):.1e}")
+        difference = largest_relative_difference(*results)
+        if not difference <= _ATTENTION_TOLERANCE:
+            return f"it disagrees with PyTorch's attention (causal={causal}, dropout {p}) by {difference:.1e}"
     return None
 
 

@@ -85,28 +85,33 @@ static void gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t ars, i
     }
 }
 
-/* rows x cols of x (row stride ld, contiguous rows) times factor into dst [rows x ld_dst], zero-padded to
- * ld_dst columns; transpose: dst [cols x ld_dst] gets x's transpose, zero-padded to ld_dst columns */
-static void pack(int64_t rows, int64_t cols, const float *x, int64_t ld, float factor, float *dst, int64_t ld_dst,
-                 int transpose) {
-    if (transpose) { /* W rows at a time: a whole column at once would read lines of the same few cache sets */
-        int64_t i0 = 0;
-        for (; i0 + W <= rows; i0 += W)
-            for (int64_t j = 0; j < cols; j++) {
-                float *d = dst + j * ld_dst + i0;
-                for (int ii = 0; ii < W; ii++) d[ii] = x[(i0 + ii) * ld + j];
-            }
-        for (int64_t j = 0; j < cols; j++) {
-            for (int64_t i = i0; i < rows; i++) dst[j * ld_dst + i] = x[i * ld + j];
-            for (int64_t i = rows; i < ld_dst; i++) dst[j * ld_dst + i] = 0.0f;
-        }
-        return;
-    }
+/* rows x cols of x (row stride ld, contiguous rows) times factor into dst [rows_padded x ld_dst], the rest of
+ * dst 0 */
+static void pack(int64_t rows, int64_t rows_padded, int64_t cols, const float *x, int64_t ld, float factor,
+                 float *dst, int64_t ld_dst) {
     for (int64_t i = 0; i < rows; i++) {
         float *d = dst + i * ld_dst;
         for (int64_t j = 0; j < cols; j++) d[j] = x[i * ld + j] * factor;
         for (int64_t j = cols; j < ld_dst; j++) d[j] = 0.0f;
     }
+    memset(dst + rows * ld_dst, 0, sizeof(float) * (rows_padded - rows) * ld_dst);
+}
+
+/* the transpose of rows x cols of x (row stride ld) into dst [cols_padded x ld_dst], the rest of dst 0; W rows of
+ * x at a time: a whole column at once would read lines of the same few cache sets */
+static void pack_transposed(int64_t rows, int64_t cols, int64_t cols_padded, const float *x, int64_t ld,
+                            float *dst, int64_t ld_dst) {
+    int64_t i0 = 0;
+    for (; i0 + W <= rows; i0 += W)
+        for (int64_t j = 0; j < cols; j++) {
+            float *d = dst + j * ld_dst + i0;
+            for (int ii = 0; ii < W; ii++) d[ii] = x[(i0 + ii) * ld + j];
+        }
+    for (int64_t j = 0; j < cols; j++) {
+        for (int64_t i = i0; i < rows; i++) dst[j * ld_dst + i] = x[i * ld + j];
+        for (int64_t i = rows; i < ld_dst; i++) dst[j * ld_dst + i] = 0.0f;
+    }
+    memset(dst + cols * ld_dst, 0, sizeof(float) * (cols_padded - cols) * ld_dst);
 }
 
 static void unpack(int64_t rows, int64_t cols, const float *x, int64_t ld, float *dst, int64_t ld_dst) {
@@ -188,14 +193,12 @@ int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *
         for (int64_t p = 0; p < s.N * s.H; p++) {
             if (!kt || !draws) continue;
             const float *qh = head_of(q, qs, &s, p);
-            pack(s.S, s.E, head_of(k, ks, &s, p), ks[2], 1.0f, kt, s.Sp, 1); /* K^T [Ep, Sp] */
-            memset(kt + s.E * s.Sp, 0, sizeof(float) * (s.Ep - s.E) * s.Sp);
-            pack(s.S, s.Ev, head_of(v, vs, &s, p), vs[2], 1.0f, vp, s.Evp, 0); /* V [S, Evp] */
-            memset(vp + s.S * s.Evp, 0, sizeof(float) * (s.Sp - s.S) * s.Evp);
+            pack_transposed(s.S, s.E, s.Ep, head_of(k, ks, &s, p), ks[2], kt, s.Sp); /* K^T [Ep, Sp] */
+            pack(s.S, s.Sp, s.Ev, head_of(v, vs, &s, p), vs[2], 1.0f, vp, s.Evp); /* V [Sp, Evp] */
             float *oh = out + (p / s.H) * os[0] + (p % s.H) * os[1];
             for (int64_t t0 = 0; t0 < s.T; t0 += ROWS) {
                 int64_t rows = s.T - t0 < ROWS ? s.T - t0 : ROWS;
-                pack(rows, s.E, qh + t0 * qs[2], qs[2], scale, qb, s.Ep, 0);
+                pack(rows, rows, s.E, qh + t0 * qs[2], qs[2], scale, qb, s.Ep);
                 gemm(rows, s.Sp, s.Ep, qb, s.Ep, 1, kt, s.Sp, sc, s.Sp, 0); /* scale Q K^T */
                 if (threshold) /* the block's rows are consecutive in the stream: one call, no group drawn twice */
                     philox_draws((p * s.T + t0) * s.S, rows * s.S, seed, draws);
@@ -241,14 +244,12 @@ int attention_bwd_f32(const int64_t *dims, const int64_t *strides, const float *
         for (int64_t p = 0; p < s.N * s.H; p++) {
             if (!kp) continue;
             const float *qh = head_of(q, qs, &s, p), *gh = head_of(grad_out, gs, &s, p);
-            pack(s.S, s.E, head_of(k, ks, &s, p), ks[2], 1.0f, kp, s.Ep, 0); /* K [S, Ep] */
-            memset(kp + s.S * s.Ep, 0, sizeof(float) * (s.Sp - s.S) * s.Ep);
-            pack(s.S, s.Ev, head_of(v, vs, &s, p), vs[2], 1.0f, vt, s.Sp, 1); /* V^T [Evp, Sp] */
-            memset(vt + s.Ev * s.Sp, 0, sizeof(float) * (s.Evp - s.Ev) * s.Sp);
+            pack(s.S, s.Sp, s.E, head_of(k, ks, &s, p), ks[2], 1.0f, kp, s.Ep); /* K [Sp, Ep] */
+            pack_transposed(s.S, s.Ev, s.Evp, head_of(v, vs, &s, p), vs[2], vt, s.Sp); /* V^T [Evp, Sp] */
             for (int64_t t0 = 0; t0 < s.T; t0 += ROWS) {
                 int64_t rows = s.T - t0 < ROWS ? s.T - t0 : ROWS;
-                pack(rows, s.E, qh + t0 * qs[2], qs[2], 1.0f, qb, s.Ep, 0);
-                pack(rows, s.Ev, gh + t0 * gs[2], gs[2], 1.0f, gb, s.Evp, 0);
+                pack(rows, rows, s.E, qh + t0 * qs[2], qs[2], 1.0f, qb, s.Ep);
+                pack(rows, rows, s.Ev, gh + t0 * gs[2], gs[2], 1.0f, gb, s.Evp);
                 gemm(rows, s.Sp, s.Evp, gb, s.Evp, 1, vt, s.Sp, ds, s.Sp, 0); /* dO V^T: the weights' gradient */
                 for (int64_t i = 0; i < rows; i++) {
                     int64_t flat = (p * s.T + t0 + i) * s.S;
