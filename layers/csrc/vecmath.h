@@ -66,7 +66,8 @@ static inline vf exp2v(vf x) {
 
 /* 2^x for x <= 0 (or NaN), as exp2v without its upper clamp, rounding by the 1.5 2^23 shifter: r = x + 1.5 2^23
  * holds round(x) in its low mantissa bits, so round(x) and f = x - round(x) take three operations instead of six;
- * x below -127 (-inf included) gives 0, NaN gives NaN. The softmax's exponentials (attention.c) */
+ * x below -127 (-inf included) gives 0, NaN gives NaN. The softmax's exponentials (attention.c) and the erf
+ * GELU's e^(-x^2 / 2) (gelu.c) */
 static inline vf exp2_nonpositive(vf x) {
     const float shifter = 12582912.0f; /* 1.5 2^23 */
     x = blend(x < -127.0f, splat(-127.0f), x);

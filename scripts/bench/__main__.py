@@ -14,7 +14,7 @@ import sys
 BENCHMARKS = {
     "scan": ("scripts.bench.scan", "selective scan: our PyTorch scan and C kernel vs mambapy (and mamba_ssm on CUDA)"),
     "dropout": ("scripts.bench.dropout", "CPU dropout: our C kernel and numpy path vs F.dropout"),
-    "gelu": ("scripts.bench.gelu", "CPU tanh-GELU (GPT-2's activation): our C kernel vs F.gelu"),
+    "gelu": ("scripts.bench.gelu", "CPU GELU, tanh (GPT-2's) and erf (BERT's) forms: our C kernel vs F.gelu"),
     "model": ("scripts.bench.model", "CrossAlign train/inference step vs a plain GPT2Model"),
     "ab": ("scripts.bench.ab", "this checkout's model benchmark against another checkout's, taking turns"),
     "metrics": ("scripts.bench.metrics", "full evaluation suite on a long synthetic series"),

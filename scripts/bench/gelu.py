@@ -1,15 +1,16 @@
-"""Benchmark of GELU's tanh form on the CPU: `python -m scripts.bench gelu [options]`.
+"""Benchmark of GELU on the CPU, both forms: `python -m scripts.bench gelu [options]`.
 
 Compares, on the same input and side by side in one run, for each shape:
 
 - ``F.gelu tanh``: PyTorch's ``F.gelu(x, approximate="tanh")`` (GPT-2's activation as transformers runs it);
-- ``C kernel``: ``layers.fast_ops.gelu_tanh`` with ``csrc/gelu.c`` (the same function as ``x sigmoid(2u)``
+- ``C kernel tanh``: ``layers.fast_ops.gelu_tanh`` with ``csrc/gelu.c`` (the same function as ``x sigmoid(2u)``
   with a vectorised exp, one pass each way); shown when it builds;
-- ``F.gelu erf``: PyTorch's erf form, for reference (BERT's activation; a different function).
+- ``F.gelu erf``: PyTorch's erf form (BERT's and MiniLM's activation; a different function);
+- ``C kernel erf``: ``layers.fast_ops.gelu_erf``, the erf form by the same kernel file; shown when it builds.
 
 Reported: the median wall time of the forward (input requiring grad, as in training) and of forward +
-backward, and each one's speed-up over ``F.gelu tanh``. Default shapes: the MLP activations of the paper
-step (GPT-2, ``[3200, 3072]``) and the quickstart step (MiniLM, ``[3200, 1536]``).
+backward, and each one's speed-up over PyTorch's own of the same form. Default shapes: the MLP activations
+of the paper step (GPT-2, ``[3200, 3072]``) and the quickstart step (MiniLM, ``[3200, 1536]``).
 """
 from __future__ import annotations
 
@@ -36,19 +37,20 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     why = fast_ops.gelu_kernel_error()
-    impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "F.gelu tanh": lambda x: F.gelu(x, approximate="tanh")}
+    forms: dict[str, dict[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+        "tanh": {"F.gelu tanh": lambda x: F.gelu(x, approximate="tanh")}, "erf": {"F.gelu erf": F.gelu}}
     if why is None:
-        impls["C kernel"] = fast_ops._GeluTanh.apply
-    impls["F.gelu erf"] = F.gelu
-    print(f"tanh-GELU benchmark, float32; threads {torch.get_num_threads()}; median of {args.repeats}; "
+        forms["tanh"]["C kernel tanh"] = lambda x: fast_ops._Gelu.apply(x, "tanh")
+        forms["erf"]["C kernel erf"] = lambda x: fast_ops._Gelu.apply(x, "none")
+    print(f"GELU benchmark, float32; threads {torch.get_num_threads()}; median of {args.repeats}; "
           f"C kernel: {'built' if why is None else f'not available ({why})'}")
     print(f"{'shape':<16}{'implementation':<16}{'fwd ms':>9}{'fwd+bwd ms':>12}{'fwd x':>8}{'fwd+bwd x':>11}")
     for shape_text in args.shapes.split(","):
         shape = tuple(int(s) for s in shape_text.lower().split("x"))
         x = torch.randn(shape).requires_grad_()
         grad = torch.randn(shape)
-        rows = forward_backward_ms(impls, x, grad, args.warmup, args.repeats)
-        print("\n".join(speed_lines(f"{shape_text:<16}", rows, "F.gelu tanh")))
-    print("x = F.gelu tanh's time / this one's (> 1: faster)")
+        for form, impls in forms.items():
+            rows = forward_backward_ms(impls, x, grad, args.warmup, args.repeats)
+            print("\n".join(speed_lines(f"{shape_text:<16}", rows, f"F.gelu {form}")))
+    print("x = PyTorch's time for the same form (F.gelu tanh or erf) / this one's (> 1: faster)")
     return 0

@@ -283,7 +283,7 @@ def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = Non
 
 # autograd Functions that call our C kernels (layers/fast_ops.py, layers/scan_kernel.py): their work is no aten
 # op, so the profiler shows it only as the Function's own event, forward and backward (node name + "Backward")
-KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore", "KernelGate", "CausalConvSiLU", "_GeluTanh", "_LoraLinear")
+KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore", "KernelGate", "CausalConvSiLU", "_Gelu", "_LoraLinear")
 
 
 def minor_faults() -> int:
@@ -328,9 +328,9 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> d
 
     Operators: aten ops, our operators (``crossalign::attention``: the attention kernel, forward and backward),
     and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout, scan (with its
-    D skip and gate: ``KernelGate``), causal convolution + SiLU, tanh-GELU and LoRA kernels, or their
+    D skip and gate: ``KernelGate``), causal convolution + SiLU, GELU and LoRA kernels, or their
     numpy/PyTorch fallbacks: ``_KeepScale`` is dropout's forward, ``_KeepScaleBackward`` its
-    backward; ``_GeluTanh`` GELU's forward, whose backward is an aten ``mul``; ``_LoraLinear`` the LoRA
+    backward; ``_Gelu`` GELU's forward (both forms), whose backward is an aten ``mul``; ``_LoraLinear`` the LoRA
     adapters' rank-r products and dropout, its base layer's products listed as aten ops), whose self time is
     the work done outside aten.
 

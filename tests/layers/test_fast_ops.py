@@ -1,6 +1,8 @@
 """layers/fast_ops.py: the cheaper CPU dropout, attention, GELU and LoRA compute what PyTorch's and peft's do."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torch.nn.functional as F
 from conftest import make_kernel_disagree, require_c_kernel
 from layers import fast_ops
 from layers.ckernel import outputs_and_gradients
-from layers.fast_ops import ATTENTION_NAME, Dropout, LoraDropout, TanhGELU, attention, dropout, gelu_tanh
+from layers.fast_ops import (ATTENTION_NAME, Dropout, ErfGELU, LoraDropout, TanhGELU, attention, dropout, gelu_erf,
+                             gelu_tanh)
 from layers.llm import load_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -301,7 +304,7 @@ def test_gelu_tanh_kernel_is_the_function_and_its_derivative(threads, monkeypatc
     leaf = x.clone().requires_grad_()
     module = TanhGELU()
     y = module(leaf)
-    assert type(y.grad_fn).__name__ == "_GeluTanhBackward" and module.backend_used == "cpu_kernel"
+    assert type(y.grad_fn).__name__ == "_GeluBackward" and module.backend_used == "cpu_kernel"
     g = torch.randn_like(x)
     (grad,) = torch.autograd.grad(y, leaf, g)
     exact = x.double().requires_grad_()
@@ -339,10 +342,69 @@ def test_gelu_tanh_without_its_kernel_is_pytorchs(monkeypatch):
 
 
 def test_a_gelu_kernel_that_disagrees_is_not_used(monkeypatch, request, gelu_kernel):
-    make_kernel_disagree(monkeypatch, request, fast_ops.GELU_KERNEL, fast_ops._GeluTanh)
+    make_kernel_disagree(monkeypatch, request, fast_ops.GELU_KERNEL, fast_ops._Gelu)
     assert "disagrees" in fast_ops.gelu_kernel_error()
     x = torch.randn(100)
     assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+    assert torch.equal(gelu_erf(x), F.gelu(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gelu_erf_kernel_is_the_function_and_its_derivative(threads, monkeypatch, gelu_kernel):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    torch.manual_seed(0)
+    # a length that ends inside a vector of 8, the range where the function bends, both tails (the left one
+    # down to values far below float32's epsilon)
+    x = torch.cat([torch.linspace(-20.0, 20.0, 240_003), torch.randn(1_000) * 30])
+    leaf = x.clone().requires_grad_()
+    module = ErfGELU()
+    y = module(leaf)
+    assert type(y.grad_fn).__name__ == "_GeluBackward" and module.backend_used == "cpu_kernel"
+    g = torch.randn_like(x)
+    (grad,) = torch.autograd.grad(y, leaf, g)
+    exact = x.double().requires_grad_()
+    ref = F.gelu(exact)
+    (ref_grad,) = torch.autograd.grad(ref, exact, g.double())
+    # as close to the float64 function as PyTorch's float32 kernel (3.7e-7 forward, 2.6e-7 for the derivative)
+    assert (y.double() - ref.detach()).abs().max() < 6e-7
+    assert (grad.double() - ref_grad).abs().max() < 6e-7 * g.abs().max()
+    assert torch.allclose(y, F.gelu(x), rtol=1e-5, atol=1e-6)
+    # the left tail as erfc / 2, not 1 + erf(x / sqrt 2), which cancels to 0 below about -5.5 in float32 (and
+    # below -8.3 in float64: the tail's reference is the erfc form in float64)
+    tail = (x > -9) & (x < -4)
+    tail_ref = 0.5 * x.double()[tail] * torch.special.erfc(-x.double()[tail] / math.sqrt(2))
+    assert ((y.double()[tail] - tail_ref) / tail_ref).abs().max() < 2e-2  # A&S 7.1.26: 1.5e-7 absolute
+
+
+def test_gelu_erf_special_values(gelu_kernel):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30], requires_grad=True)
+    y = gelu_erf(x)
+    y.backward(torch.ones_like(y))
+    torch_y = F.gelu(x.detach())
+    assert y[0].isnan() and y[1] == float("inf") and y[2].isnan() and torch_y[2].isnan()  # as PyTorch's
+    assert y[3:].abs().max() < 1e-29
+    assert x.grad[:3].isnan().all()  # as PyTorch's
+    assert torch.allclose(x.grad[3:], torch.full((3,), 0.5))  # gelu'(0) = 1/2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_gelu_erf_is_pytorchs_outside_float32(dtype):
+    x = torch.randn(257, dtype=dtype)
+    assert torch.equal(gelu_erf(x), F.gelu(x))
+    module = ErfGELU()
+    assert torch.equal(module(x), F.gelu(x)) and module.backend_used == "torch"
+
+
+def test_install_swaps_berts_gelu_for_the_kernel():
+    from transformers import BertConfig, BertModel
+    from transformers.activations import GELUActivation
+    bert = BertModel(BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+                                hidden_act="gelu"))
+    kinds = [type(m) for m in fast_ops.install(bert).modules()]
+    assert GELUActivation not in kinds and kinds.count(ErfGELU) == 2  # one per block
+    python_form = nn.Sequential(GELUActivation(use_gelu_python=True), nn.GELU(approximate="tanh"), nn.GELU())
+    kinds = [type(m) for m in fast_ops.install(python_form).children()]
+    assert kinds == [GELUActivation, nn.GELU, ErfGELU]  # only F.gelu's erf form is swapped
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
