@@ -468,8 +468,9 @@ def _declare_attention(lib: ctypes.CDLL) -> None:
     i64, ptr, f32, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
     shape = ctypes.POINTER(i64)
     lib.attention_fwd_f32.argtypes = [shape, shape, ptr, ptr, ptr, f32, ctypes.c_int, ctypes.c_uint64,
-                                      ctypes.c_int32, f32, ptr, ptr, ptr, threads]
-    lib.attention_bwd_f32.argtypes = [shape, shape, ptr, ptr, ptr, ptr, ptr, ptr, f32, f32, ptr, ptr, ptr, threads]
+                                      ctypes.c_int32, f32, ptr, ptr, threads]
+    lib.attention_bwd_f32.argtypes = [shape, shape, ptr, ptr, ptr, ptr, ptr, ctypes.c_int, f32, f32, ptr, ptr, ptr,
+                                      threads]
     for name in ("attention_fwd_f32", "attention_bwd_f32"):
         getattr(lib, name).restype = ctypes.c_int
 
@@ -536,31 +537,28 @@ def _heads_first(b: int, n: int, h: int, e: int) -> torch.Tensor:
 # torch.profiler lists them by name, and the benchmark's FLOP count and matmul replay (scripts/bench) price them.
 @torch.library.custom_op("crossalign::attention", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, causal: bool, scale: float, seed: int,
-                  keep: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``csrc/attention.c``'s forward: the output ``[B, H, T, Ev]`` (a view of ``[B, T, H, Ev]``) and, when
-    ``keep``, the softmax ``[B H, T, S]`` and the dropout's keep flags (int8; empty without dropout) for the
-    backward (empty tensors otherwise)."""
+    ``keep``, the softmax ``[B H, T, S]`` for the backward, the dropout's keep flags in its sign bits (-P where
+    dropped); an empty tensor otherwise."""
     q, k, v = (_rows_contiguous(x) for x in (q, k, v))
     (b, h, t, e), s, ev = q.shape, k.shape[2], v.shape[3]
     threshold, keep_scale = _threshold_and_scale(p) if p else (0, 1.0)
     out = _heads_first(b, t, h, ev)
     probs = torch.empty(b * h, t, s) if keep else torch.empty(0)
-    flags = torch.empty(b * h, t, s, dtype=torch.int8) if keep and threshold else torch.empty(0, dtype=torch.int8)
     dims = (ctypes.c_int64 * 6)(b, h, t, s, e, ev)
     strides = (ctypes.c_int64 * 12)(*(n for x in (q, k, v, out) for n in x.stride()[:3]))
     raise_if_failed(ATTENTION_KERNEL.lib().attention_fwd_f32(
         dims, strides, q.data_ptr(), k.data_ptr(), v.data_ptr(), scale, int(causal), seed, threshold, keep_scale,
-        out.data_ptr(), probs.data_ptr() if probs.numel() else None, flags.data_ptr() if flags.numel() else None,
-        threads_for(b * h)), "attention")
-    return out, probs, flags
+        out.data_ptr(), probs.data_ptr() if probs.numel() else None, threads_for(b * h)), "attention")
+    return out, probs
 
 
 @torch.library.custom_op("crossalign::attention_backward", mutates_args=())
 def _attention_backward_op(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           probs: torch.Tensor, flags: torch.Tensor, p: float,
-                           scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           probs: torch.Tensor, p: float, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``csrc/attention.c``'s backward: the gradients of q, k and v (views of ``[B, n, H, E]``, as the inputs)
-    from the output's, the softmax and the keep flags the forward kept."""
+    from the output's and the softmax (with the keep flags) the forward kept."""
     grad, q, k, v = (_rows_contiguous(x) for x in (grad, q, k, v))
     (b, h, t, e), s, ev = q.shape, k.shape[2], v.shape[3]
     dq, dk, dv = _heads_first(b, t, h, e), _heads_first(b, s, h, e), _heads_first(b, s, h, ev)
@@ -568,20 +566,20 @@ def _attention_backward_op(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     strides = (ctypes.c_int64 * 21)(*(n for x in (q, k, v, grad, dq, dk, dv) for n in x.stride()[:3]))
     raise_if_failed(ATTENTION_KERNEL.lib().attention_bwd_f32(
         dims, strides, q.data_ptr(), k.data_ptr(), v.data_ptr(), grad.data_ptr(), probs.data_ptr(),
-        flags.data_ptr() if flags.numel() else None, scale, _threshold_and_scale(p)[1] if p else 1.0,
+        int(p > 0), scale, _threshold_and_scale(p)[1] if p else 1.0,
         dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), threads_for(b * h)), "attention")
     return dq, dk, dv
 
 
 class _FusedAttention(torch.autograd.Function):
-    """``dropout(softmax(scale q k^T + causal mask)) v`` by ``csrc/attention.c``; keeps the softmax (and the
-    dropout's keep flags) for the backward, as PyTorch's unfused path keeps its weights."""
+    """``dropout(softmax(scale q k^T + causal mask)) v`` by ``csrc/attention.c``; keeps the softmax (the
+    dropout's keep flags in its sign bits) for the backward, as PyTorch's unfused path keeps its weights."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, causal: bool, scale: float,
                 seed: int, grad: bool) -> torch.Tensor:
-        out, probs, flags = _attention_op(q, k, v, p, causal, scale, seed, grad)
-        ctx.save_for_backward(q, k, v, probs, flags)
+        out, probs = _attention_op(q, k, v, p, causal, scale, seed, grad)
+        ctx.save_for_backward(q, k, v, probs)
         ctx.p, ctx.scale = p, scale
         return out
 

@@ -18,7 +18,7 @@
  * are read and written through their strides (batch, head, row: three per tensor, in that order in `strides`;
  * the last dimension is contiguous), so the heads of a projection's [N, T, H, E] output are read in place and
  * the output is written straight into [N, T, H, Ev]. probs [N H, T, S] keeps the softmax for the backward
- * (NULL in inference), flags [N H, T, S] the dropout's keep flags (NULL without dropout).
+ * (NULL in inference), with the dropout's keep flags in its sign bits (normalise_row): no tensor of flags.
  *
  * Dropout: threshold 0 is none. Otherwise element (n, t, s) of the weights, flat index (n T + t) S + s, takes
  * philox.h's draw of that index, so the mask is the one dropout.c draws for softmax(...) as one [N H, T, S]
@@ -36,6 +36,8 @@
 #define MR 6      /* rows of a GEMM tile: 6 x 2 vectors of accumulators fill 12 of AVX2's 16 registers */
 #define ROWS 120  /* query rows per block, a multiple of MR: a block's scores stay in the L2 cache */
 #define INLINE static inline __attribute__((always_inline))
+
+typedef uint16_t vh __attribute__((vector_size(2 * W))); /* W draws */
 
 static int64_t round_up(int64_t n) { return (n + W - 1) / W * W; }
 INLINE vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
@@ -153,10 +155,26 @@ static float exp_row(float *row, int64_t valid, int64_t n) {
     return hsum(sum[0] + sum[1]);
 }
 
-/* row[0, n) times factor in place, and into probs[0, len) when not NULL */
-static void scale_row(float *row, int64_t n, float factor, float *probs, int64_t len) {
-    for (int64_t j = 0; j < n; j += W) vstore(row + j, vload(row + j) * factor);
-    if (probs) memcpy(probs, row, sizeof(float) * len);
+/* the softmax of row[0, n) from its exponentials (inv: the inverse of their sum) and its dropout: row[j] =
+ * softmax_j (d[j] >= threshold ? keep_scale : 0), d the row's draws (threshold 0: no dropout). probs, when not
+ * NULL, keeps the softmax for the backward with the dropout's flags in its sign bits: -softmax_j where dropped. A
+ * softmax is never negative, so the backward reads both from it (-0 tells a dropped 0 from a kept one), and the
+ * flags cost no tensor and no pass of their own. The row's padding, from n to the next multiple of W, stays 0. */
+static void normalise_row(float *row, int64_t n, float inv, const uint16_t *d, int32_t threshold, float keep_scale,
+                          float *probs) {
+    const vu sign = (vu){0} + 0x80000000u;
+    for (int64_t j = 0; j < n; j += W) {
+        vf x = vload(row + j) * inv, y = x;
+        if (threshold) {
+            vh dj;
+            memcpy(&dj, d + j, sizeof dj); /* lanes past n read the next row's draws, or the buffer's slack */
+            vi keep = __builtin_convertvector(dj, vi) >= threshold;
+            y = x * (vf)((vi)splat(keep_scale) & keep);
+            x = (vf)((vu)x ^ (sign & ~(vu)keep));
+        }
+        vstore(row + j, y);
+        if (probs) store(probs + j, x, n - j < W ? n - j : W);
+    }
 }
 
 typedef struct {
@@ -176,14 +194,14 @@ static const float *head_of(const float *x, const int64_t *st, const shape *s, i
 
 int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *q, const float *k, const float *v,
                       float scale, int causal, uint64_t seed, int32_t threshold, float keep_scale, float *out,
-                      float *probs, int8_t *flags, int threads) {
+                      float *probs, int threads) {
     const shape s = shape_of(dims);
     const int64_t *qs = strides, *ks = strides + 3, *vs = strides + 6, *os = strides + 9;
     int failed = 0;
     #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         float *kt = malloc(sizeof(float) * (s.Ep * s.Sp + s.Sp * s.Evp + ROWS * (s.Ep + s.Sp + s.Evp)));
-        uint16_t *draws = malloc(sizeof(uint16_t) * (ROWS * s.S + 1));
+        uint16_t *draws = malloc(sizeof(uint16_t) * (ROWS * s.S + W)); /* + W: normalise_row's last vector */
         if (!kt || !draws) {
             #pragma omp atomic write
             failed = 1;
@@ -203,13 +221,11 @@ int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *
                 if (threshold) /* the block's rows are consecutive in the stream: one call, no group drawn twice */
                     philox_draws((p * s.T + t0) * s.S, rows * s.S, seed, draws);
                 for (int64_t i = 0; i < rows; i++) {
-                    int64_t t = t0 + i, flat = (p * s.T + t) * s.S;
+                    int64_t t = t0 + i;
                     float *row = sc + i * s.Sp;
                     float sum = exp_row(row, causal && t + 1 < s.S ? t + 1 : s.S, s.Sp);
-                    scale_row(row, s.Sp, 1.0f / sum, probs ? probs + flat : 0, s.S); /* the softmax */
-                    if (threshold)
-                        dropout_apply_f32(s.S, draws + i * s.S, threshold, keep_scale, row, row,
-                                          flags ? flags + flat : 0);
+                    normalise_row(row, s.S, 1.0f / sum, threshold ? draws + i * s.S : 0, threshold, keep_scale,
+                                  probs ? probs + (p * s.T + t) * s.S : 0);
                 }
                 gemm(rows, s.Evp, s.Sp, sc, s.Sp, 1, vp, s.Evp, ob, s.Evp, 0); /* weights V */
                 unpack(rows, s.Ev, ob, s.Evp, oh + t0 * os[2], os[2]);
@@ -221,9 +237,38 @@ int attention_fwd_f32(const int64_t *dims, const int64_t *strides, const float *
     return failed;
 }
 
-/* gradients of q, k, v from the output's; probs and flags as the forward wrote them */
+/* a row's way back through the dropout and the softmax: g[0, n) holds the gradient of the dropped weights and
+ * becomes that of the scaled scores, scale P (g' - sum(g' P)) with g' = g f; w[0, n) receives the dropped weights
+ * P f, f = keep_scale where kept, 0 where dropped (1 without dropout), from probs as normalise_row stored them;
+ * both rows 0 from n to n_padded */
+static void softmax_dropout_backward(float *g, float *w, const float *probs, int64_t n, int64_t n_padded,
+                                     int dropout, float keep_scale, float scale) {
+    const vu abs_mask = (vu){0} + 0x7fffffffu;
+    vf acc = splat(0.0f);
+    for (int64_t j = 0; j < n; j += W) {
+        int64_t lanes = n - j < W ? n - j : W;
+        vf stored = load(probs + j, lanes), pr = (vf)((vu)stored & abs_mask), gj = vload(g + j);
+        if (dropout) {
+            vf f = (vf)((vi)splat(keep_scale) & ((vi)stored >= 0));
+            gj *= f;
+            vstore(g + j, gj);
+            vstore(w + j, pr * f);
+        } else
+            vstore(w + j, pr);
+        acc += gj * pr;
+    }
+    float dot = hsum(acc);
+    for (int64_t j = 0; j < n; j += W) {
+        int64_t lanes = n - j < W ? n - j : W;
+        vf pr = (vf)((vu)load(probs + j, lanes) & abs_mask);
+        vstore(g + j, scale * pr * (vload(g + j) - dot));
+    }
+    for (int64_t j = n; j < n_padded; j++) g[j] = w[j] = 0.0f;
+}
+
+/* gradients of q, k, v from the output's; probs as the forward wrote them, dropout whether it had dropout */
 int attention_bwd_f32(const int64_t *dims, const int64_t *strides, const float *q, const float *k, const float *v,
-                      const float *grad_out, const float *probs, const int8_t *flags, float scale, float keep_scale,
+                      const float *grad_out, const float *probs, int dropout, float scale, float keep_scale,
                       float *grad_q, float *grad_k, float *grad_v, int threads) {
     const shape s = shape_of(dims);
     const int64_t *qs = strides, *ks = strides + 3, *vs = strides + 6, *gs = strides + 9, *gqs = strides + 12,
@@ -251,29 +296,9 @@ int attention_bwd_f32(const int64_t *dims, const int64_t *strides, const float *
                 pack(rows, rows, s.E, qh + t0 * qs[2], qs[2], 1.0f, qb, s.Ep);
                 pack(rows, rows, s.Ev, gh + t0 * gs[2], gs[2], 1.0f, gb, s.Evp);
                 gemm(rows, s.Sp, s.Evp, gb, s.Evp, 1, vt, s.Sp, ds, s.Sp, 0); /* dO V^T: the weights' gradient */
-                for (int64_t i = 0; i < rows; i++) {
-                    int64_t flat = (p * s.T + t0 + i) * s.S;
-                    const float *pr = probs + flat;
-                    float *g = ds + i * s.Sp, *w = wb + i * s.Sp;
-                    /* through the dropout: the weights w = P keep scale and their gradient g keep scale */
-                    if (flags)
-                        for (int64_t j = 0; j < s.S; j++) {
-                            float f = flags[flat + j] ? keep_scale : 0.0f;
-                            g[j] *= f;
-                            w[j] = pr[j] * f;
-                        }
-                    else
-                        memcpy(w, pr, sizeof(float) * s.S);
-                    /* through the softmax: dS = P (g - sum(g P)), times the scores' scale */
-                    vf acc = splat(0.0f);
-                    for (int64_t j = 0; j < s.S; j += W) {
-                        int64_t w = s.S - j < W ? s.S - j : W;
-                        acc += load(g + j, w) * load(pr + j, w);
-                    }
-                    float dot = hsum(acc);
-                    for (int64_t j = 0; j < s.S; j++) g[j] = scale * pr[j] * (g[j] - dot);
-                    for (int64_t j = s.S; j < s.Sp; j++) g[j] = w[j] = 0.0f;
-                }
+                for (int64_t i = 0; i < rows; i++)
+                    softmax_dropout_backward(ds + i * s.Sp, wb + i * s.Sp, probs + (p * s.T + t0 + i) * s.S, s.S,
+                                             s.Sp, dropout, keep_scale, scale);
                 gemm(rows, s.Ep, s.Sp, ds, s.Sp, 1, kp, s.Ep, dqb, s.Ep, 0); /* dQ = dS K */
                 unpack(rows, s.E, dqb, s.Ep, grad_q + (p / s.H) * gqs[0] + (p % s.H) * gqs[1] + t0 * gqs[2],
                        gqs[2]);

@@ -55,8 +55,8 @@ class _Values:
     tensor: object = field(compare=False)
 
 
-_LARGEST_VALUES = 1024  # elements of a non-float tensor recorded by value; a larger one (the attention kernel's
-# dropout flags) is recorded by its layout like a float operand, and replayed on the pool's values cast to its dtype
+_LARGEST_VALUES = 1024  # elements of a non-float tensor recorded by value; a larger one (a mask) is recorded by
+# its layout like a float operand, and replayed on the pool's values cast to its dtype
 
 
 def _describe(value):
