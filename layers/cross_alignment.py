@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from layers.attention import MultiHeadAttention
+from layers.fast_ops import Linear
 from layers.mamba import MambaStack
 
 __all__ = ["FrequencyBranch", "CrossAlignment"]
@@ -33,7 +34,7 @@ class FrequencyBranch(nn.Module):
                  d_conv: int = 4, expand: int = 2, fft: bool = True, backend: str = "auto") -> None:
         super().__init__()
         self.fft = fft
-        self.inp = nn.Linear(c_in, d_ssm)
+        self.inp = Linear(c_in, d_ssm)  # few inputs: see layers.fast_ops.linear
         self.ssm = MambaStack(d_ssm, n_layers, d_state, d_conv, expand, backend)
         self.mix = nn.Linear(d_ssm, d_ssm)
         self.out = nn.Linear(2 * d_ssm if fft else d_ssm, d_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from layers.fast_ops import Dropout
+from layers.fast_ops import Dropout, Linear
 
 __all__ = ["TimeEmbedding", "VariateEmbedding"]
 
@@ -21,7 +21,7 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         if c_in < 1 or max_len < 1:
             raise ValueError(f"TimeEmbedding needs c_in >= 1 and max_len >= 1, got {c_in}, {max_len}")
-        self.value = nn.Linear(c_in, d_model)
+        self.value = Linear(c_in, d_model)  # few inputs: see layers.fast_ops.linear
         self.position = nn.Parameter(torch.randn(max_len, d_model) * 0.02)  # [L, d], GPT-2's init scale
         self.dropout = Dropout(dropout)
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from layers import conv_kernel, scan_kernel
 from layers.ckernel import largest_relative_difference, outputs_and_gradients
+from layers.fast_ops import linear
 
 BACKENDS = ("auto", "cuda", "torch")
 
@@ -629,7 +630,7 @@ class Mamba(nn.Module):
             xs = conv(xs, self.conv1d.weight, self.conv1d.bias)  # [B, L, E]
         x_dbl = self.x_proj(xs)  # [B, L, R + 2N]
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # [B, L, E]; the bias goes in as delta_bias
+        dt = linear(dt, self.dt_proj.weight)  # [B, L, E]; the bias goes in as delta_bias; R inputs: fast_ops.linear
         A = -torch.exp(self.A_log.float())  # [E, N]
         # scan inputs: u, delta, z [B, E, L]; B, C [B, N, L] (transposed views: the torch scan works in [B, L, *])
         u, delta, B, C, z = xs.mT, dt.mT, B.mT, C.mT, z.mT

@@ -598,3 +598,28 @@ def test_lora_kernel_is_left_out_where_it_does_not_apply(tmp_path, monkeypatch, 
 def test_a_lora_kernel_that_disagrees_is_not_used(monkeypatch, request, lora_kernel):
     make_kernel_disagree(monkeypatch, request, fast_ops.LORA_KERNEL, fast_ops._LoraLinear)
     assert "disagrees" in fast_ops.lora_kernel_error()
+
+
+@pytest.mark.parametrize("n_in, n_out", [(8, 256), (38, 128), (1, 5)])
+def test_narrow_linear_is_f_linear(n_in, n_out):
+    torch.manual_seed(0)
+    x = torch.randn(4, 50, n_in)[:, ::2]  # a strided input, as Mamba's split of x_proj's output
+    w, b, g = torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(4, 25, n_out)
+    ours = outputs_and_gradients(fast_ops.linear, [x, w, b], g)
+    theirs = outputs_and_gradients(F.linear, [x, w, b], g)
+    for a, ref in zip(ours, theirs):
+        assert a.shape == ref.shape and torch.allclose(a, ref, rtol=1e-5, atol=1e-5)
+    layer = fast_ops.Linear(n_in, n_out)
+    assert type(layer(x.requires_grad_()).grad_fn).__name__ == "_NarrowLinearBackward"
+    nn.Linear(n_in, n_out).load_state_dict(layer.state_dict())  # strict: raises unless it is nn.Linear's state dict
+
+
+def test_linear_is_f_linear_where_its_products_would_not_pay():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(10, 64, requires_grad=True), torch.randn(32, 64), torch.randn(32)
+    assert type(fast_ops.linear(x, w, b).grad_fn).__name__ == "AddmmBackward0"  # 64 inputs: not narrow
+    x8, w8 = torch.randn(10, 8), torch.randn(32, 8)
+    assert fast_ops.linear(x8, w8).grad_fn is None  # nothing needs a gradient
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast_ops.linear(x8.requires_grad_(), w8).dtype == torch.bfloat16  # autocast's own linear
+    assert torch.equal(fast_ops.linear(x8.double(), w8.double()), F.linear(x8.double(), w8.double()))
