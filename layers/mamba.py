@@ -273,13 +273,19 @@ def _torch_gate(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: tor
     return y
 
 
+def _torch_softplus(delta: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.softplus(delta if bias is None else delta + bias)
+
+
 def _selective_scan(core: Callable[..., torch.Tensor], u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                     B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
                     delta_bias: torch.Tensor | None, delta_softplus: bool,
-                    gate: Callable[..., torch.Tensor] = _torch_gate) -> torch.Tensor:
+                    gate: Callable[..., torch.Tensor] = _torch_gate,
+                    softplus: Callable[..., torch.Tensor] = _torch_softplus) -> torch.Tensor:
     """What the scans share around their core: layout, dtype, delta's bias and softplus, the D skip, the z gate.
     ``core(work_dtype)`` returns the autograd Function's ``apply`` to use; ``gate(y, u, D, z)`` (``[B, L, D]``
-    layouts, D or z None when absent) computes the D skip and the z gate."""
+    layouts, D or z None when absent) computes the D skip and the z gate; ``softplus(delta, bias)`` (bias None
+    when absent) delta's softplus with its bias added."""
     _check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     out_dtype = u.dtype
     work = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
@@ -288,10 +294,11 @@ def _selective_scan(core: Callable[..., torch.Tensor], u: torch.Tensor, delta: t
         tl = lambda t: t.to(work).transpose(1, 2).contiguous()  # noqa: E731
         u_w = tl(u)
         delta_w = tl(delta)
-        if delta_bias is not None:
-            delta_w = delta_w + delta_bias.to(work)
+        bias = None if delta_bias is None else delta_bias.to(work)
         if delta_softplus:
-            delta_w = F.softplus(delta_w)
+            delta_w = softplus(delta_w, bias)
+        elif bias is not None:
+            delta_w = delta_w + bias
         y = core(work)(u_w, delta_w, A.to(work).t().contiguous(), tl(B), tl(C))  # [B, L, D]
         y = gate(y, u_w, None if D is None else D.to(work), None if z is None else z.to(work).transpose(1, 2))
     return y.to(out_dtype).transpose(1, 2)
@@ -321,8 +328,8 @@ def selective_scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
                        delta_bias: torch.Tensor | None = None, delta_softplus: bool = False) -> torch.Tensor:
     """``selective_scan_torch`` with its core, and its D skip and z gate when both are given, computed by the
     compiled C kernel (``layers.scan_kernel``) when the scan runs in float32 on the CPU and the kernel passed its
-    first-call check (``cpu_kernel_error``); otherwise exactly ``selective_scan_torch``. Same arguments and
-    result."""
+    first-call check (``cpu_kernel_error``), and delta's bias and softplus by its softplus kernel; otherwise exactly
+    ``selective_scan_torch``. Same arguments and result."""
     def core(work: torch.dtype) -> Callable[..., torch.Tensor]:
         use = u.device.type == "cpu" and work == torch.float32 and cpu_kernel_error() is None
         return scan_kernel.KernelScanCore.apply if use else _ScanCore.apply
@@ -331,7 +338,13 @@ def selective_scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
         use = (D is not None and z is not None and y.device.type == "cpu" and y.dtype == D.dtype == z.dtype
                == torch.float32 and z.stride(-1) == 1 and cpu_kernel_error() is None)
         return scan_kernel.KernelGate.apply(y, u_w, D.contiguous(), z) if use else _torch_gate(y, u_w, D, z)
-    return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus, gate)
+
+    def softplus(delta_w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        use = (delta_w.device.type == "cpu" and delta_w.dtype == torch.float32 and delta_w.is_contiguous()
+               and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
+               and cpu_kernel_error() is None)
+        return scan_kernel.KernelSoftplus.apply(delta_w, bias) if use else _torch_softplus(delta_w, bias)
+    return _selective_scan(core, u, delta, A, B, C, D, z, delta_bias, delta_softplus, gate, softplus)
 
 
 def cpu_kernel_error() -> str | None:
@@ -354,6 +367,13 @@ def _compare_kernel_with_torch_scan() -> str | None:
     error = largest_relative_difference(ours, ref)
     if not error < 1e-4:
         return f"it disagrees with the PyTorch scan (largest relative difference {error:.1e})"
+    # delta's softplus with its bias: a tail past float32's threshold, both signs, a partial channel block
+    x = torch.cat([torch.randn(b, length, d, generator=g) * 4, torch.full((b, 1, d), 30.0)], 1)
+    bias, gx = torch.randn(d, generator=g), torch.randn(b, length + 1, d, generator=g)
+    ref, ours = (outputs_and_gradients(fn, [x, bias], gx) for fn in (_torch_softplus, scan_kernel.KernelSoftplus.apply))
+    error = largest_relative_difference(ours, ref)
+    if not error < 1e-5:
+        return f"its softplus disagrees with F.softplus (largest relative difference {error:.1e})"
     return None
 
 

@@ -34,6 +34,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.scan_fwd.restype = lib.scan_bwd.restype = ctypes.c_int
     lib.gate_fwd_f32.argtypes = [i64] * 5 + [ptr] * 5 + [ctypes.c_int]
     lib.gate_bwd_f32.argtypes = [i64] * 5 + [ptr] * 9 + [ctypes.c_int]
+    lib.softplus_bias_f32.argtypes = [i64] * 2 + [ptr] * 4 + [ctypes.c_int]
 
 
 KERNEL = CKernel(SOURCE, _declare)
@@ -110,3 +111,26 @@ class KernelGate(torch.autograd.Function):
         KERNEL.lib().gate_bwd_f32(bsz, length, d, z.stride(0), z.stride(1),
                                   *map(_ptr, (y, u, D, z, g, gy, gu, gz, gD)), threads)
         return gy, gu, gD.sum(0), gz
+
+
+class KernelSoftplus(torch.autograd.Function):
+    """The scan's step sizes by the C kernel: ``softplus(x + bias)``, its derivative ``sigmoid(x + bias)`` written
+    by the same pass and kept for the backward (one multiply, and the bias's sum). Float32 on the CPU: x
+    ``[B, L, D]`` contiguous; bias ``[D]`` or None -> ``[B, L, D]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        bsz, length, d = x.shape
+        out = torch.empty_like(x)
+        derivative = torch.empty_like(x) if any(ctx.needs_input_grad) else None
+        KERNEL.lib().softplus_bias_f32(bsz * length, d, *map(_ptr, (x, bias, out, derivative)), threads_for(bsz))
+        ctx.save_for_backward(derivative)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor):
+        (derivative,) = ctx.saved_tensors
+        gx = g * derivative
+        return gx, gx.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[1] else None

@@ -162,6 +162,48 @@ int scan_bwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int thre
     return failed;
 }
 
+/* The scan's step sizes: out = softplus(x + bias) (Mamba's delta = softplus(dt_proj(x)), its bias added here) and,
+ * for the backward, deriv = sigmoid(x + bias), softplus's derivative, from the same pass. PyTorch's softplus runs
+ * unvectorised at about 4 ns per element on an AVX2 core, and its bias add and backward are passes of their own.
+ * With v = x + bias and e = e^-|v|: softplus(v) = max(v, 0) + log(1 + e), log(1 + e) = 2 atanh(s) with
+ * s = e / (2 + e) in [0, 1/3], by its series to s^13 (truncation below 1e-8); sigmoid(v) = 1 / (1 + e) for v >= 0,
+ * e / (1 + e) below. Against the float64 function: relative error below 3e-7 for v > -1, about 6e-8 |v| in the
+ * left tail (e^v computed as 2^(v log2 e): that product's rounding, scaled by |v|; 1.9e-6 at v = -30), absolute
+ * below 5e-7 (PyTorch's float32: 1.2e-7 relative); NaN gives NaN, +inf +inf, -inf 0.
+ * x, out, deriv [rows, E] contiguous; bias [E] or NULL; deriv NULL when no gradient is needed. */
+/* softplus_bias_f32 on w <= W elements: inlined with w = W for whole vectors, so that they stay in registers */
+static inline __attribute__((always_inline)) void softplus_vector(int64_t w, const float *x, const float *bias,
+                                                                  float *out, float *deriv) {
+    vf v = load(x, w);
+    if (bias) v += load(bias, w);
+    vf ex = exp2v((vf)((vu)v | ((vu){0} + 0x80000000u)) * 1.4426950408889634f); /* e^-|v| */
+    vf t = ex / (2.0f + ex), t2 = t * t;
+    vf series = splat(1.0f / 13.0f);
+    series = series * t2 + 1.0f / 11.0f;
+    series = series * t2 + 1.0f / 9.0f;
+    series = series * t2 + 1.0f / 7.0f;
+    series = series * t2 + 1.0f / 5.0f;
+    series = series * t2 + 1.0f / 3.0f;
+    series = series * t2 + 1.0f;
+    store(out, blend(v > 0.0f, v, splat(0.0f)) + 2.0f * t * series, w);
+    if (deriv) {
+        vf r = 1.0f / (1.0f + ex);
+        store(deriv, blend(v >= 0.0f, r, ex * r), w);
+    }
+}
+
+void softplus_bias_f32(int64_t rows, int64_t E, const float *x, const float *bias, float *out, float *deriv,
+                       int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t e = 0, o = i * E;
+        for (; e + W <= E; e += W)
+            softplus_vector(W, x + o + e, bias ? bias + e : NULL, out + o + e, deriv ? deriv + o + e : NULL);
+        if (e < E)
+            softplus_vector(E - e, x + o + e, bias ? bias + e : NULL, out + o + e, deriv ? deriv + o + e : NULL);
+    }
+}
+
 /* The end of the selective scan: the D skip and the SiLU gate, out = (y + D u) silu(z), silu(z) = z s,
  * s = sigmoid(z) (vecmath.h's sigmoidv). In PyTorch that is an addcmul, a SiLU and a multiply forward and some
  * seven passes backward; here one pass each way, the backward recomputing y + D u and s:

@@ -248,3 +248,51 @@ def test_mamba_gate_falls_back_without_d_or_z_or_in_float64(kernel, monkeypatch)
     assert calls == [1]
     ref = selective_scan_torch(**f32, delta_softplus=True)
     torch.testing.assert_close(selective_scan_cpu(**f32, delta_softplus=True), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_kernel_softplus_is_softplus_of_delta_plus_bias(kernel, monkeypatch, threads, with_bias):
+    """softplus(x + bias) and both gradients against float64, across PyTorch's threshold of 20 and far into the
+    left tail, with a partial channel vector; one or two threads."""
+    monkeypatch.setattr(scan_kernel, "threads_for", lambda work: threads)
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.linspace(-40, 40, 3 * 1000 * 13).reshape(3, 1000, 13), torch.randn(3, 7, 13, generator=g)], 1)
+    bias = torch.randn(13, generator=g) if with_bias else None
+    grad = torch.randn(x.shape, generator=g)
+    results = []
+    for fn, dtype in ((scan_kernel.KernelSoftplus.apply, torch.float32), (mamba_mod._torch_softplus, torch.float64)):
+        leaves = [t.to(dtype).clone().requires_grad_() for t in (x, bias) if t is not None]
+        out = fn(*leaves) if with_bias else fn(leaves[0], None)
+        out.backward(grad.to(dtype))
+        results.append([out.detach()] + [t.grad for t in leaves])
+    (y, *grads), (ref, *ref_grads) = results
+    assert y.dtype == torch.float32
+    assert (y.double() - ref).abs().max() < 5e-7 * 40  # float32 rounding of values up to 40
+    # relative accuracy in the left tail too, within the float32 rounding of v = x + bias and of v log2(e),
+    # scaled by |v| in e^v
+    v = x.double() + (0 if bias is None else bias.double())
+    assert (((y.double() - ref) / ref).abs() <= 1.2e-7 * v.abs() + 3e-7).all()
+    for ours, want in zip(grads, ref_grads):
+        assert torch.allclose(ours.double(), want, rtol=1e-5, atol=1e-6 * want.abs().max().item())
+
+
+def test_kernel_softplus_special_values(kernel):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -100.0, 100.0]).reshape(1, 1, 6)
+    y = scan_kernel.KernelSoftplus.apply(x, None)
+    assert y[0, 0, 0].isnan() and y[0, 0, 1] == float("inf") and y[0, 0, 2] == 0
+    assert torch.allclose(y[0, 0, 3:], torch.tensor([0.6931472, 0.0, 100.0]))
+
+
+def test_mamba_runs_the_softplus_kernel_in_float32_only(kernel, monkeypatch):
+    calls = []
+    real = scan_kernel.KernelSoftplus.apply
+    monkeypatch.setattr(scan_kernel.KernelSoftplus, "apply", lambda *a: calls.append(1) or real(*a))
+    inp = _inputs(2, 5, 3, 9)
+    f32 = {k: v.float() for k, v in inp.items()}
+    torch.testing.assert_close(selective_scan_cpu(**f32, delta_softplus=True),
+                               selective_scan_torch(**f32, delta_softplus=True), rtol=1e-4, atol=1e-5)
+    assert calls == [1]
+    selective_scan_cpu(**f32)  # no softplus
+    selective_scan_cpu(**inp, delta_softplus=True)  # float64: PyTorch's
+    assert calls == [1]
