@@ -46,7 +46,7 @@ def build_model(args: argparse.Namespace, device: torch.device):
 
 def measure(args: argparse.Namespace) -> list[dict]:
     from exp.exp_anomaly_detection import anomaly_loss
-    from exp.exp_basic import training_step
+    from exp.exp_basic import make_optimizer, training_step
 
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -59,7 +59,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"--precisions: unknown {precision!r}; use fp32 and/or bf16")
         for batch in (int(b) for b in args.batches.split(",")):
             model = build_model(args, device)
-            opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+            opt = make_optimizer([p for p in model.parameters() if p.requires_grad], 1e-4)  # the training loop's
             x = torch.randn(batch, args.seq_len, args.channels, device=device)
 
             def autocast():

@@ -14,7 +14,7 @@ L=100, C=38, the issue's setting):
   autocast, to show how much of any speed-up is bf16 alone.
 
 A training step = zero_grad, forward, MSE reconstruction loss (+ the model's
-auxiliary loss), backward, ``torch.optim.Adam`` step over the trainable
+auxiliary loss), backward, Adam step (``exp.exp_basic.make_optimizer``) over the trainable
 parameters: what ``exp/`` does per batch. Inference = forward in eval mode
 under ``torch.no_grad()``.
 
@@ -423,7 +423,8 @@ class _Runner:
         self.model, self.x = model, x
         self.dims = block_dims(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=1e-4)
+        from exp.exp_basic import make_optimizer
+        self.opt = make_optimizer(self.params, 1e-4)  # the training loop's
 
     def _autocast(self):
         import torch
