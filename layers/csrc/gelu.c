@@ -36,48 +36,64 @@
 static const float K0 = 0.7978845608028654f;  /* sqrt(2/pi) */
 static const float K1 = 0.044715f;
 
-static inline vf clamped(vf x) {
-    x = blend(x < -CLAMP, splat(-CLAMP), x);
-    return blend(x > CLAMP, splat(CLAMP), x);
+#define INLINE static inline __attribute__((always_inline))
+
+/* The kernels below run on blocks of m vectors of w lanes (m = INTERLEAVE and w = W for whole blocks, m = 1 for
+ * the vectors of a last partial block), each step for all m vectors before the next (vecmath.h's EACH). */
+
+/* y = gelu(x), the tanh form, and d = gelu'(x) when d is not NULL, for the m vectors at x */
+INLINE void gelu_tanh_block(int m, int64_t w, const float *x, float *y, float *d) {
+    vf v[INTERLEAVE], xc[INTERLEAVE], s[INTERLEAVE];
+    EACH(k, m) v[k] = load(x + k * W, w);
+    EACH(k, m) xc[k] = blend(v[k] < -CLAMP, splat(-CLAMP), v[k]);
+    EACH(k, m) xc[k] = blend(xc[k] > CLAMP, splat(CLAMP), xc[k]);
+    EACH(k, m) s[k] = 2.0f * K0 * (xc[k] + K1 * xc[k] * xc[k] * xc[k]); /* 2u */
+    EACH(k, m) s[k] = exp2v(s[k] * -1.4426950408889634f);
+    EACH(k, m) s[k] = 1.0f / (1.0f + s[k]); /* sigmoid(2u), as vecmath.h's sigmoidv */
+    EACH(k, m) store(y + k * W, v[k] * s[k], w);
+    if (d)
+        EACH(k, m) store(d + k * W,
+                         s[k] + xc[k] * s[k] * (1.0f - s[k]) * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc[k] * xc[k])), w);
 }
 
-/* s = sigmoid(2u) at x already clamped */
-static inline vf sigmoid_2u(vf xc) { return sigmoidv(2.0f * K0 * (xc + K1 * xc * xc * xc)); }
+/* y = gelu(x), the erf form, and d = gelu'(x) when d is not NULL, for the m vectors at x */
+INLINE void gelu_erf_block(int m, int64_t w, const float *x, float *y, float *d) {
+    vf v[INTERLEAVE], z[INTERLEAVE], t[INTERLEAVE], gauss[INTERLEAVE], p[INTERLEAVE], cdf[INTERLEAVE];
+    EACH(k, m) v[k] = load(x + k * W, w);
+    EACH(k, m) z[k] = (vf)((vu)v[k] & ((vu){0} + 0x7fffffffu)) * 0.7071067811865476f; /* |x| / sqrt(2) */
+    EACH(k, m) t[k] = 1.0f / (1.0f + 0.3275911f * z[k]);
+    EACH(k, m) gauss[k] = exp2_nonpositive(z[k] * z[k] * -1.4426950408889634f); /* e^(-x^2 / 2) */
+    EACH(k, m) p[k] = 1.061405429f * t[k] - 1.453152027f;
+    EACH(k, m) p[k] = p[k] * t[k] + 1.421413741f;
+    EACH(k, m) p[k] = p[k] * t[k] - 0.284496736f;
+    EACH(k, m) p[k] = p[k] * t[k] + 0.254829592f;
+    EACH(k, m) p[k] = 0.5f * (p[k] * t[k]) * gauss[k]; /* erfc(z) / 2 = Phi(-|x|) */
+    EACH(k, m) cdf[k] = blend(v[k] >= 0.0f, 1.0f - p[k], p[k]);
+    EACH(k, m) store(y + k * W, v[k] * cdf[k], w);
+    if (d)
+        EACH(k, m) store(d + k * W, cdf[k] + v[k] * (0.3989422804014327f * gauss[k]), w); /* 1 / sqrt(2 pi) */
+}
+
+/* either form over n elements: the whole blocks split over threads, a last partial block one vector at a time */
+INLINE void gelu_f32(int tanh_form, int64_t n, const float *x, float *y, float *d, int threads) {
+    int64_t blocks = (n + INTERLEAVE * W - 1) / (INTERLEAVE * W);
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t i = b * INTERLEAVE * W;
+        if (i + INTERLEAVE * W <= n) {
+            if (tanh_form) gelu_tanh_block(INTERLEAVE, W, x + i, y + i, d ? d + i : NULL);
+            else gelu_erf_block(INTERLEAVE, W, x + i, y + i, d ? d + i : NULL);
+        } else
+            for (; i < n; i += W) {
+                int64_t w = n - i < W ? n - i : W;
+                if (tanh_form) gelu_tanh_block(1, w, x + i, y + i, d ? d + i : NULL);
+                else gelu_erf_block(1, w, x + i, y + i, d ? d + i : NULL);
+            }
+    }
+}
 
 /* y = gelu(x), the tanh form; d, when not NULL, receives gelu'(x) from the same pass */
-void gelu_tanh_f32(int64_t n, const float *x, float *y, float *d, int threads) {
-    int64_t vectors = (n + W - 1) / W;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < vectors; b++) {
-        int64_t i = b * W, w = n - i < W ? n - i : W;
-        vf v = load(x + i, w), xc = clamped(v), s = sigmoid_2u(xc);
-        store(y + i, v * s, w);
-        if (d) store(d + i, s + xc * s * (1.0f - s) * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc * xc)), w);
-    }
-}
-
-/* Phi(x) for the erf form, and e^(-x^2 / 2) into *gauss */
-static inline vf normal_cdf(vf x, vf *gauss) {
-    vf z = (vf)((vu)x & ((vu){0} + 0x7fffffffu)) * 0.7071067811865476f; /* |x| / sqrt(2) */
-    vf t = 1.0f / (1.0f + 0.3275911f * z);
-    vf p = splat(1.061405429f);
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
-    *gauss = exp2_nonpositive(z * z * -1.4426950408889634f);
-    vf half_erfc = 0.5f * (p * t) * *gauss;
-    return blend(x >= 0.0f, 1.0f - half_erfc, half_erfc);
-}
+void gelu_tanh_f32(int64_t n, const float *x, float *y, float *d, int threads) { gelu_f32(1, n, x, y, d, threads); }
 
 /* y = gelu(x), the erf form; d, when not NULL, receives gelu'(x) from the same pass */
-void gelu_erf_f32(int64_t n, const float *x, float *y, float *d, int threads) {
-    int64_t vectors = (n + W - 1) / W;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < vectors; b++) {
-        int64_t i = b * W, w = n - i < W ? n - i : W;
-        vf v = load(x + i, w), gauss, cdf = normal_cdf(v, &gauss);
-        store(y + i, v * cdf, w);
-        if (d) store(d + i, cdf + v * (0.3989422804014327f * gauss), w); /* 1 / sqrt(2 pi) */
-    }
-}
+void gelu_erf_f32(int64_t n, const float *x, float *y, float *d, int threads) { gelu_f32(0, n, x, y, d, threads); }

@@ -283,7 +283,8 @@ def gemm_floor(flops: int, gflops_per_s: float, ref_train_ms: float | None = Non
 
 # autograd Functions that call our C kernels (layers/fast_ops.py, layers/scan_kernel.py): their work is no aten
 # op, so the profiler shows it only as the Function's own event, forward and backward (node name + "Backward")
-KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore", "KernelGate", "CausalConvSiLU", "_Gelu", "_LoraLinear")
+KERNEL_FUNCTIONS = ("_KeepScale", "KernelScanCore", "KernelGate", "KernelSoftplus", "CausalConvSiLU", "_Gelu",
+                    "_LoraLinear")
 
 
 def minor_faults() -> int:
@@ -328,7 +329,8 @@ def op_breakdown(fn: Callable[[], object], top: int = 10, repeats: int = 3) -> d
 
     Operators: aten ops, our operators (``crossalign::attention``: the attention kernel, forward and backward),
     and the autograd Functions of ``KERNEL_FUNCTIONS`` (our C dropout, scan (with its
-    D skip and gate: ``KernelGate``), causal convolution + SiLU, GELU and LoRA kernels, or their
+    D skip and gate: ``KernelGate``; delta's softplus: ``KernelSoftplus``, whose backward is aten ops),
+    causal convolution + SiLU, GELU and LoRA kernels, or their
     numpy/PyTorch fallbacks: ``_KeepScale`` is dropout's forward, ``_KeepScaleBackward`` its
     backward; ``_Gelu`` GELU's forward (both forms), whose backward is an aten ``mul``; ``_LoraLinear`` the LoRA
     adapters' rank-r products and dropout, its base layer's products listed as aten ops), whose self time is
