@@ -48,34 +48,42 @@ static inline __attribute__((always_inline)) void mulhilo32(uint32_t m, philox_u
 }
 #endif
 
-/* the four words of Philox4x32-10 blocks PHILOX_LANES group + l, lane l of w[0..3] */
-static inline __attribute__((always_inline)) void philox4x32(uint64_t group, uint64_t seed, philox_u32 w[4]) {
-    const uint64_t first = group * PHILOX_LANES; /* a multiple of PHILOX_LANES: adding a lane never carries */
+/* the four words of Philox4x32-10 blocks PHILOX_LANES (group + g) + l, lane l of w[g][0..3], for g < groups (1 or
+ * 2, a constant where inlined): two groups' rounds interleaved, since one group's rounds are a chain of dependent
+ * multiplies that waits on their latency (0.52 -> 0.40 ns per draw on an AVX2 core) */
+static inline __attribute__((always_inline)) void philox4x32(int groups, uint64_t group, uint64_t seed,
+                                                              philox_u32 w[2][4]) {
     philox_u32 lane;
     for (int l = 0; l < PHILOX_LANES; l++) lane[l] = (uint32_t)l;
-    philox_u32 x0 = lane + (uint32_t)first, x1 = (philox_u32){0} + (uint32_t)(first >> 32), x2 = {0}, x3 = {0};
+    for (int g = 0; g < groups; g++) {
+        const uint64_t first = (group + g) * PHILOX_LANES; /* a multiple of PHILOX_LANES: adding a lane never carries */
+        w[g][0] = lane + (uint32_t)first, w[g][1] = (philox_u32){0} + (uint32_t)(first >> 32);
+        w[g][2] = w[g][3] = (philox_u32){0};
+    }
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     #pragma GCC unroll 10
     for (int round = 0; round < 10; round++) {
-        philox_u32 hi0, lo0, hi1, lo1;
-        mulhilo32(0xD2511F53u, x0, &hi0, &lo0);
-        mulhilo32(0xCD9E8D57u, x2, &hi1, &lo1);
-        x0 = hi1 ^ x1 ^ k0, x1 = lo1, x2 = hi0 ^ x3 ^ k1, x3 = lo0;
+        philox_u32 hi0[2], lo0[2], hi1[2], lo1[2];
+        for (int g = 0; g < groups; g++) mulhilo32(0xD2511F53u, w[g][0], &hi0[g], &lo0[g]);
+        for (int g = 0; g < groups; g++) mulhilo32(0xCD9E8D57u, w[g][2], &hi1[g], &lo1[g]);
+        for (int g = 0; g < groups; g++)
+            w[g][0] = hi1[g] ^ w[g][1] ^ k0, w[g][1] = lo1[g], w[g][2] = hi0[g] ^ w[g][3] ^ k1, w[g][3] = lo0[g];
         k0 += 0x9E3779B9u, k1 += 0xBB67AE85u; /* the key schedule's Weyl increments */
     }
-    w[0] = x0, w[1] = x1, w[2] = x2, w[3] = x3;
 }
 
-/* the GROUP 15-bit draws of group `group` into d */
-static inline __attribute__((always_inline)) void philox_group(uint64_t group, uint64_t seed, uint16_t *d) {
-    philox_u32 w[4];
-    philox4x32(group, seed, w);
-    for (int k = 0; k < 4; k++) {
-        philox_u16 low = __builtin_convertvector(w[k] & 0x7FFFu, philox_u16);
-        philox_u16 high = __builtin_convertvector((w[k] >> 16) & 0x7FFFu, philox_u16);
-        memcpy(d + 2 * k * PHILOX_LANES, &low, sizeof low);
-        memcpy(d + (2 * k + 1) * PHILOX_LANES, &high, sizeof high);
-    }
+/* the GROUP 15-bit draws of each of `groups` (1 or 2) groups from `group` on into d */
+static inline __attribute__((always_inline)) void philox_groups(int groups, uint64_t group, uint64_t seed,
+                                                                 uint16_t *d) {
+    philox_u32 w[2][4];
+    philox4x32(groups, group, seed, w);
+    for (int g = 0; g < groups; g++)
+        for (int k = 0; k < 4; k++) {
+            philox_u16 low = __builtin_convertvector(w[g][k] & 0x7FFFu, philox_u16);
+            philox_u16 high = __builtin_convertvector((w[g][k] >> 16) & 0x7FFFu, philox_u16);
+            memcpy(d + g * GROUP + 2 * k * PHILOX_LANES, &low, sizeof low);
+            memcpy(d + g * GROUP + (2 * k + 1) * PHILOX_LANES, &high, sizeof high);
+        }
 }
 
 /* the 15-bit draws of elements [start, start + len) into d[0, len); start need not be a multiple of GROUP */
@@ -85,14 +93,18 @@ static inline __attribute__((always_inline)) void philox_draws(int64_t start, in
     if (skip) { /* a partial first group */
         uint16_t group[GROUP];
         int64_t take = GROUP - skip < len ? GROUP - skip : len;
-        philox_group((uint64_t)(start / GROUP), seed, group);
+        philox_groups(1, (uint64_t)(start / GROUP), seed, group);
         memcpy(d, group + skip, take * sizeof *d);
         i = take;
     }
-    for (; i + GROUP <= len; i += GROUP) philox_group((uint64_t)((start + i) / GROUP), seed, d + i);
+    for (; i + 2 * GROUP <= len; i += 2 * GROUP) philox_groups(2, (uint64_t)((start + i) / GROUP), seed, d + i);
+    if (i + GROUP <= len) {
+        philox_groups(1, (uint64_t)((start + i) / GROUP), seed, d + i);
+        i += GROUP;
+    }
     if (i < len) { /* a partial last group */
         uint16_t group[GROUP];
-        philox_group((uint64_t)((start + i) / GROUP), seed, group);
+        philox_groups(1, (uint64_t)((start + i) / GROUP), seed, group);
         memcpy(d + i, group, (len - i) * sizeof *d);
     }
 }
