@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) void softplus_vector(int64_t w, con
                                                                   float *out, float *deriv) {
     vf v = load(x, w);
     if (bias) v += load(bias, w);
-    vf ex = exp2v((vf)((vu)v | ((vu){0} + 0x80000000u)) * 1.4426950408889634f); /* e^-|v| */
+    vf ex = exp2_nonpositive((vf)((vu)v | ((vu){0} + 0x80000000u)) * 1.4426950408889634f); /* e^-|v| */
     vf t = ex / (2.0f + ex), t2 = t * t;
     vf series = splat(1.0f / 13.0f);
     series = series * t2 + 1.0f / 11.0f;
