@@ -48,7 +48,8 @@ INLINE void gelu_tanh_block(int m, int64_t w, const float *x, float *y, float *d
     EACH(k, m) xc[k] = blend(v[k] < -CLAMP, splat(-CLAMP), v[k]);
     EACH(k, m) xc[k] = blend(xc[k] > CLAMP, splat(CLAMP), xc[k]);
     EACH(k, m) s[k] = 2.0f * K0 * (xc[k] + K1 * xc[k] * xc[k] * xc[k]); /* 2u */
-    EACH(k, m) s[k] = exp2v(s[k] * -1.4426950408889634f);
+    EACH(k, m) s[k] = s[k] * -1.4426950408889634f;
+    exp2v_each(m, s);
     EACH(k, m) s[k] = 1.0f / (1.0f + s[k]); /* sigmoid(2u), as vecmath.h's sigmoidv */
     EACH(k, m) store(y + k * W, v[k] * s[k], w);
     if (d)
@@ -62,7 +63,8 @@ INLINE void gelu_erf_block(int m, int64_t w, const float *x, float *y, float *d)
     EACH(k, m) v[k] = load(x + k * W, w);
     EACH(k, m) z[k] = (vf)((vu)v[k] & ((vu){0} + 0x7fffffffu)) * 0.7071067811865476f; /* |x| / sqrt(2) */
     EACH(k, m) t[k] = 1.0f / (1.0f + 0.3275911f * z[k]);
-    EACH(k, m) gauss[k] = exp2_nonpositive(z[k] * z[k] * -1.4426950408889634f); /* e^(-x^2 / 2) */
+    EACH(k, m) gauss[k] = z[k] * z[k] * -1.4426950408889634f;
+    exp2_nonpositive_each(m, gauss); /* e^(-x^2 / 2) */
     EACH(k, m) p[k] = 1.061405429f * t[k] - 1.453152027f;
     EACH(k, m) p[k] = p[k] * t[k] + 1.421413741f;
     EACH(k, m) p[k] = p[k] * t[k] - 0.284496736f;

@@ -46,37 +46,40 @@ static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf blend(vi mask, vf yes, vf no) { return (vf)(((vi)yes & mask) | ((vi)no & ~mask)); }
 static inline float hsum(vf v) { float s = 0.0f; for (int k = 0; k < W; k++) s += v[k]; return s; }
 
-/* 2^f for |f| <= 1/2, its Taylor polynomial of degree 6 (relative error < 2e-7, about float32's rounding) */
-static inline vf exp2_fraction(vf f) {
-    vf p = splat(1.540353039e-04f); /* coefficients ln(2)^k / k! */
-    p = p * f + 1.333355815e-03f;
-    p = p * f + 9.618129108e-03f;
-    p = p * f + 5.550410866e-02f;
-    p = p * f + 2.402265070e-01f;
-    p = p * f + 6.931471806e-01f;
-    return p * f + 1.000000000e+00f;
-}
-
-/* 2^x for x <= 128 (or NaN): 2^i 2^f with i = round(x) put in the exponent bits and 2^f, |f| <= 1/2, from its
- * Taylor polynomial of degree 6 (relative error < 2e-7, about float32's rounding). x is clamped below at -127
+/* x[k] = 2^x[k] for k < m (at most INTERLEAVE), x[k] <= 128 (or NaN), each step for all m vectors before the next:
+ * 2^x = 2^i 2^f with i = round(x) put in the exponent bits and 2^f, |f| <= 1/2, from its Taylor polynomial of
+ * degree 6 (coefficients ln(2)^k / k!; relative error < 2e-7, about float32's rounding). x is clamped below at -127
  * first, so that below about -126.5 the exponent bits are 0 (the result is 0, where float32 turns subnormal, -inf
  * included); x = 128 gives +inf; a NaN x passes the clamp and the polynomial, and comes out NaN. Rounding by the
  * 1.5 2^23 shifter: r = x + 1.5 2^23 holds round(x) (to nearest even) in its low mantissa bits, so round(x) and
- * f = x - round(x) take three operations, where converting to integers and back takes six. For exponents <= 0 by
- * construction: the softmax's (attention.c), the erf GELU's e^(-x^2 / 2) (gelu.c), softplus's e^-|v| */
-static inline vf exp2_nonpositive(vf x) {
+ * f = x - round(x) take three operations, where converting to integers and back takes six (the scan's forward +
+ * backward 1.07-1.11x, the tanh GELU 1.12x). */
+static inline __attribute__((always_inline)) void exp2_nonpositive_each(int m, vf *x) {
     const float shifter = 12582912.0f; /* 1.5 2^23 */
-    x = blend(x < -127.0f, splat(-127.0f), x);
-    vf r = x + shifter;
-    vf f = x - (r - shifter); /* [-1/2, 1/2] */
+    vf r[INTERLEAVE], p[INTERLEAVE];
+    EACH(k, m) x[k] = blend(x[k] < -127.0f, splat(-127.0f), x[k]);
+    EACH(k, m) r[k] = x[k] + shifter;
+    EACH(k, m) x[k] = x[k] - (r[k] - shifter); /* f in [-1/2, 1/2] */
+    EACH(k, m) p[k] = 1.540353039e-04f * x[k] + 1.333355815e-03f;
+    EACH(k, m) p[k] = p[k] * x[k] + 9.618129108e-03f;
+    EACH(k, m) p[k] = p[k] * x[k] + 5.550410866e-02f;
+    EACH(k, m) p[k] = p[k] * x[k] + 2.402265070e-01f;
+    EACH(k, m) p[k] = p[k] * x[k] + 6.931471806e-01f;
+    EACH(k, m) p[k] = p[k] * x[k] + 1.0f;
     /* the shifter's bits plus round(x), minus the shifter's bits, plus the exponent bias, into the exponent */
-    return exp2_fraction(f) * (vf)(((vu)r - (vu)splat(shifter) + 127u) << 23);
+    EACH(k, m) x[k] = p[k] * (vf)(((vu)r[k] - (vu)splat(shifter) + 127u) << 23);
 }
 
-/* 2^x for any x: clamped at 128 above (from about 127.5 the result is +inf), then exp2_nonpositive. Rounding by
- * the shifter (converting to integers and back before: the scan's forward + backward 1.07-1.11x, the tanh GELU
- * 1.12x) */
-static inline vf exp2v(vf x) { return exp2_nonpositive(blend(x > 128.0f, splat(128.0f), x)); }
+/* x[k] = 2^x[k] for any x[k], k < m: clamped at 128 above (from about 127.5 the result is +inf) */
+static inline __attribute__((always_inline)) void exp2v_each(int m, vf *x) {
+    EACH(k, m) x[k] = blend(x[k] > 128.0f, splat(128.0f), x[k]);
+    exp2_nonpositive_each(m, x);
+}
+
+/* one vector of each: exp2_nonpositive where the exponent is <= 0 by construction (the softmax's in attention.c,
+ * softplus's e^-|v|), exp2v elsewhere */
+static inline vf exp2_nonpositive(vf x) { exp2_nonpositive_each(1, &x); return x; }
+static inline vf exp2v(vf x) { exp2v_each(1, &x); return x; }
 
 /* 1 / (1 + e^-x), through exp2v: 0 below about -88 (e^-x overflows to inf), 1 above about 17 */
 static inline vf sigmoidv(vf x) { return 1.0f / (1.0f + exp2v(x * -1.4426950408889634f)); }
