@@ -147,8 +147,15 @@ static float exp_row(float *row, int64_t valid, int64_t n) {
     if (top == -__builtin_inff()) top = 0.0f; /* a row of -inf scores: exp gives 0s, then 0/0 = NaN, as PyTorch */
     const float log2e = 1.4426950408889634f;
     vf offset = splat(top * log2e), sum[2] = {splat(0.0f), splat(0.0f)};
-    for (int64_t j = 0; j < n; j += W) {
-        vf e = exp2_nonpositive(vload(row + j) * log2e - offset); /* exp2(-inf) is 0 */
+    int64_t j = 0;
+    for (; j + INTERLEAVE * W <= n; j += INTERLEAVE * W) { /* INTERLEAVE vectors at a time (vecmath.h) */
+        vf e[INTERLEAVE];
+        EACH(k, INTERLEAVE) e[k] = vload(row + j + k * W) * log2e - offset;
+        exp2_nonpositive_each(INTERLEAVE, e); /* exp2(-inf) is 0 */
+        EACH(k, INTERLEAVE) sum[k & 1] += e[k], vstore(row + j + k * W, e[k]); /* INTERLEAVE is even */
+    }
+    for (; j < n; j += W) {
+        vf e = exp2_nonpositive(vload(row + j) * log2e - offset);
         sum[(j / W) & 1] += e;
         vstore(row + j, e);
     }
