@@ -358,11 +358,7 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     Any shape; the kernel's result differs from PyTorch's by float32 rounding (within 5.2e-7 forward, 2e-6
     backward, of the float64 function). NaN gives NaN; +-inf give +-inf (PyTorch: NaN at -inf).
     """
-    return _gelu_tanh_by(gelu_backend(x), x)
-
-
-def _gelu_tanh_by(backend_name: str, x: torch.Tensor) -> torch.Tensor:
-    return _Gelu.apply(x, "tanh") if backend_name == "cpu_kernel" else F.gelu(x, approximate="tanh")
+    return _gelu_by(gelu_backend(x), x, "tanh")
 
 
 def gelu_erf(x: torch.Tensor) -> torch.Tensor:
@@ -371,35 +367,33 @@ def gelu_erf(x: torch.Tensor) -> torch.Tensor:
     Any shape; the kernel's result differs from PyTorch's by float32 rounding (within 4.2e-7 forward, 2.6e-7 for
     the derivative, of the float64 function). NaN and -inf give NaN, +inf gives +inf, as PyTorch's.
     """
-    return _gelu_erf_by(gelu_backend(x), x)
+    return _gelu_by(gelu_backend(x), x, "none")
 
 
-def _gelu_erf_by(backend_name: str, x: torch.Tensor) -> torch.Tensor:
-    return _Gelu.apply(x, "none") if backend_name == "cpu_kernel" else F.gelu(x)
+def _gelu_by(backend_name: str, x: torch.Tensor, approximate: str) -> torch.Tensor:
+    return _Gelu.apply(x, approximate) if backend_name == "cpu_kernel" else F.gelu(x, approximate=approximate)
 
 
-class TanhGELU(nn.Module):
-    """The tanh-form GELU module (transformers' ``GELUTanh``, ``gelu_pytorch_tanh``) as :func:`gelu_tanh`.
+class _KernelGELU(nn.Module):
+    """A GELU module of the form ``approximate`` ("tanh" or "none"), by the kernel where :func:`gelu_backend`
+    allows. ``backend_used`` says which ran last (metrics.json lists it)."""
 
-    ``backend_used`` says which ran last (:func:`gelu_backend`; metrics.json lists it)."""
-
+    approximate = "none"
     backend_used: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.backend_used = gelu_backend(x)
-        return _gelu_tanh_by(self.backend_used, x)
+        return _gelu_by(self.backend_used, x, self.approximate)
 
 
-class ErfGELU(nn.Module):
-    """The erf-form GELU module (transformers' ``GELUActivation``, ``nn.GELU()``) as :func:`gelu_erf`.
+class TanhGELU(_KernelGELU):
+    """The tanh-form GELU module (transformers' ``GELUTanh``, ``gelu_pytorch_tanh``) as :func:`gelu_tanh`."""
 
-    ``backend_used`` says which ran last (:func:`gelu_backend`; metrics.json lists it)."""
+    approximate = "tanh"
 
-    backend_used: str | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.backend_used = gelu_backend(x)
-        return _gelu_erf_by(self.backend_used, x)
+class ErfGELU(_KernelGELU):
+    """The erf-form GELU module (transformers' ``GELUActivation``, ``nn.GELU()``) as :func:`gelu_erf`."""
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,

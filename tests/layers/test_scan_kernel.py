@@ -39,10 +39,11 @@ def _inputs(batch: int, d_in: int, n: int, length: int, seed: int = 0) -> dict[s
                 delta_bias=r(d_in) * 0.3)
 
 
-def _count_kernel_calls(monkeypatch) -> list[int]:
+def _count_kernel_calls(monkeypatch, function=scan_kernel.KernelScanCore) -> list[int]:
+    """A list that grows by one at each call of the autograd Function ``function`` (the scan kernel's core)."""
     calls = []
-    apply = scan_kernel.KernelScanCore.apply
-    monkeypatch.setattr(scan_kernel.KernelScanCore, "apply", lambda *a: calls.append(1) or apply(*a))
+    apply = function.apply
+    monkeypatch.setattr(function, "apply", lambda *a: calls.append(1) or apply(*a))
     return calls
 
 
@@ -235,9 +236,7 @@ def test_kernel_gate_is_the_d_skip_and_silu_gate(kernel, monkeypatch, threads, b
 
 
 def test_mamba_gate_falls_back_without_d_or_z_or_in_float64(kernel, monkeypatch):
-    calls = []
-    real = scan_kernel.KernelGate.apply
-    monkeypatch.setattr(scan_kernel.KernelGate, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = _count_kernel_calls(monkeypatch, scan_kernel.KernelGate)
     inp = _inputs(2, 5, 3, 9)
     f32 = {k: v.float() for k, v in inp.items()}
     selective_scan_cpu(**f32, delta_softplus=True)
@@ -285,9 +284,7 @@ def test_kernel_softplus_special_values(kernel):
 
 
 def test_mamba_runs_the_softplus_kernel_in_float32_only(kernel, monkeypatch):
-    calls = []
-    real = scan_kernel.KernelSoftplus.apply
-    monkeypatch.setattr(scan_kernel.KernelSoftplus, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = _count_kernel_calls(monkeypatch, scan_kernel.KernelSoftplus)
     inp = _inputs(2, 5, 3, 9)
     f32 = {k: v.float() for k, v in inp.items()}
     torch.testing.assert_close(selective_scan_cpu(**f32, delta_softplus=True),
