@@ -23,9 +23,9 @@
  * degree 4, absolute error below 1.5e-7), the form PyTorch's vectorised erf uses too; its e^(-z^2) is phi's
  * exponential, so the derivative costs no second exp. Phi(x) = 1 - erfc(z) / 2 for x >= 0 and erfc(z) / 2
  * below, which keeps the left tail's small values (within 1.5 % down to x = -9; PyTorch's float32 1 + erf(x /
- * sqrt(2)) cancels to 0 below about -5.5). Within 4.2e-7
- * of the float64 function forward (PyTorch's float32: 3.7e-7) and 2.6e-7 for the derivative (PyTorch: 2.6e-7),
- * on [-20, 20]. NaN and -inf give NaN, +inf gives +inf, as PyTorch's; their derivatives are NaN, as PyTorch's.
+ * sqrt(2)) cancels to 0 below about -5.5). Within 4.2e-7 of the float64 function forward (PyTorch's float32:
+ * 3.7e-7) and 2.6e-7 for the derivative (PyTorch: 2.6e-7), on [-20, 20]. NaN and -inf give NaN, +inf gives
+ * +inf, as PyTorch's; their derivatives are NaN, as PyTorch's.
  */
 #include <stdint.h>
 

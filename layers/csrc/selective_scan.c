@@ -176,16 +176,7 @@ int scan_bwd(int64_t batch, int64_t L, int64_t D, int64_t N, int64_t S, int thre
     return failed;
 }
 
-/* The scan's step sizes: out = softplus(x + bias) (Mamba's delta = softplus(dt_proj(x)), its bias added here) and,
- * for the backward, deriv = sigmoid(x + bias), softplus's derivative, from the same pass. PyTorch's softplus runs
- * unvectorised at about 4 ns per element on an AVX2 core, and its bias add and backward are passes of their own.
- * With v = x + bias and e = e^-|v|: softplus(v) = max(v, 0) + log(1 + e), log(1 + e) = 2 atanh(s) with
- * s = e / (2 + e) in [0, 1/3], by its series to s^13 (truncation below 1e-8); sigmoid(v) = 1 / (1 + e) for v >= 0,
- * e / (1 + e) below. Against the float64 function: relative error below 3e-7 for v > -1, about 6e-8 |v| in the
- * left tail (e^v computed as 2^(v log2 e): that product's rounding, scaled by |v|; 1.9e-6 at v = -30), absolute
- * below 5e-7 (PyTorch's float32: 1.2e-7 relative); NaN gives NaN, +inf +inf, -inf 0.
- * x, out, deriv [rows, E] contiguous; bias [E] or NULL; deriv NULL when no gradient is needed. */
-/* softplus_bias_f32 on w <= W elements: inlined with w = W for whole vectors, so that they stay in registers */
+/* softplus_bias_f32 (below) on w <= W elements: inlined with w = W for whole vectors, so that they stay in registers */
 static inline __attribute__((always_inline)) void softplus_vector(int64_t w, const float *x, const float *bias,
                                                                   float *out, float *deriv) {
     vf v = load(x, w);
@@ -206,6 +197,15 @@ static inline __attribute__((always_inline)) void softplus_vector(int64_t w, con
     }
 }
 
+/* The scan's step sizes: out = softplus(x + bias) (Mamba's delta = softplus(dt_proj(x)), its bias added here) and,
+ * for the backward, deriv = sigmoid(x + bias), softplus's derivative, from the same pass. PyTorch's softplus runs
+ * unvectorised at about 4 ns per element on an AVX2 core, and its bias add and backward are passes of their own.
+ * With v = x + bias and e = e^-|v|: softplus(v) = max(v, 0) + log(1 + e), log(1 + e) = 2 atanh(s) with
+ * s = e / (2 + e) in [0, 1/3], by its series to s^13 (truncation below 1e-8); sigmoid(v) = 1 / (1 + e) for v >= 0,
+ * e / (1 + e) below. Against the float64 function: relative error below 3e-7 for v > -1, about 6e-8 |v| in the
+ * left tail (e^v computed as 2^(v log2 e): that product's rounding, scaled by |v|; 1.9e-6 at v = -30), absolute
+ * below 5e-7 (PyTorch's float32: 1.2e-7 relative); NaN gives NaN, +inf +inf, -inf 0.
+ * x, out, deriv [rows, E] contiguous; bias [E] or NULL; deriv NULL when no gradient is needed. */
 void softplus_bias_f32(int64_t rows, int64_t E, const float *x, const float *bias, float *out, float *deriv,
                        int threads) {
     #pragma omp parallel for schedule(static) num_threads(threads)

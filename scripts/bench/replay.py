@@ -55,17 +55,13 @@ class _Values:
     tensor: object = field(compare=False)
 
 
-_LARGEST_VALUES = 1024  # elements of a non-float tensor recorded by value; a larger one (a mask) is recorded by
-# its layout like a float operand, and replayed on the pool's values cast to its dtype
-
-
 def _describe(value):
-    """One argument leaf as recorded: a floating-point (or large) tensor by its layout, another tensor by its
-    values, anything else as it is."""
+    """One argument leaf as recorded: a floating-point tensor by its layout, another tensor by its values,
+    anything else as it is."""
     import torch
     if not torch.is_tensor(value):
         return value
-    if value.is_floating_point() or value.numel() > _LARGEST_VALUES:
+    if value.is_floating_point():
         return _Operand(tuple(value.shape), tuple(value.stride()), value.dtype)
     t = value.detach().clone()
     return _Values((tuple(t.shape), t.dtype, tuple(t.flatten().tolist())), t)
