@@ -538,19 +538,22 @@ def _heads_first(b: int, n: int, h: int, e: int) -> torch.Tensor:
     return torch.empty(b, n, h, e).transpose(1, 2)
 
 
+_KERNEL_LANES = 8  # csrc/vecmath.h's W, floats per vector in the C kernels
+
 # The kernel's two calls are PyTorch operators (torch.library), so that what watches the dispatcher sees them:
 # torch.profiler lists them by name, and the benchmark's FLOP count and matmul replay (scripts/bench) price them.
 @torch.library.custom_op("crossalign::attention", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float, causal: bool, scale: float, seed: int,
                   keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``csrc/attention.c``'s forward: the output ``[B, H, T, Ev]`` (a view of ``[B, T, H, Ev]``) and, when
-    ``keep``, the softmax ``[B H, T, S]`` for the backward, the dropout's keep flags in its sign bits (-P where
-    dropped); an empty tensor otherwise."""
+    ``keep``, the softmax ``[B H, T, S']`` for the backward (``S'``: ``S`` rounded up to whole vectors of the
+    kernel's, ``csrc/vecmath.h``'s ``W``), the dropout's keep flags in its sign bits (-P where dropped); an empty
+    tensor otherwise."""
     q, k, v = (_rows_contiguous(x) for x in (q, k, v))
     (b, h, t, e), s, ev = q.shape, k.shape[2], v.shape[3]
     threshold, keep_scale = _threshold_and_scale(p) if p else (0, 1.0)
     out = _heads_first(b, t, h, ev)
-    probs = torch.empty(b * h, t, s) if keep else torch.empty(0)
+    probs = torch.empty(b * h, t, -(-s // _KERNEL_LANES) * _KERNEL_LANES) if keep else torch.empty(0)
     dims = (ctypes.c_int64 * 6)(b, h, t, s, e, ev)
     strides = (ctypes.c_int64 * 12)(*(n for x in (q, k, v, out) for n in x.stride()[:3]))
     raise_if_failed(ATTENTION_KERNEL.lib().attention_fwd_f32(
