@@ -11,6 +11,8 @@
  * (r x n floats, 12 KB for n = 384) staying in the L1 or L2 cache:
  *
  *   lora_down_f32:          a = drop(x) A^T                          [m, r]
+ *   lora_up_f32:            out = bias + s a B^T (as a Bt)           [m, n_out], before the base product adds
+ *                           x W^T into it: the bias and the adapter cost no pass over the output of their own
  *   lora_up_backward_f32:   ga = s g B (as g Bt^T),  gBt += s a^T g  (the backward of s a B^T)
  *   lora_down_backward_f32: gA += ga^T drop(x),  gx += mask (ga A)   (the backward of drop(x) A^T)
  *
@@ -88,10 +90,12 @@ INLINE void accumulate(int64_t n, int64_t r, int64_t rows, const float *const *y
     if (k < n) accumulate_step(n, r, k, n - k, rows, y, c, S);
 }
 
-/* t[q][k, k + w) = sum_j c[q r + j] A[j n + k, k + w) for q < rows */
+/* t[q][k, k + w) = init[k, k + w) + sum_j c[q r + j] A[j n + k, k + w) for q < rows; init NULL: 0 */
 INLINE void combination_step(int64_t n, int64_t r, int64_t k, int64_t w, int64_t rows, const float *c,
-                             const float *A, float *t) {
-    vf acc[ROWS] = {{0}};
+                             const float *A, const float *init, float *t) {
+    vf acc[ROWS];
+    #pragma GCC unroll 4
+    for (int64_t q = 0; q < rows; q++) acc[q] = init ? load(init + k, w) : splat(0.0f);
     for (int64_t j = 0; j < r; j++) {
         vf a = load(A + j * n + k, w);
         #pragma GCC unroll 4
@@ -106,8 +110,8 @@ INLINE void combination_step(int64_t n, int64_t r, int64_t k, int64_t w, int64_t
 INLINE void add_combination(int64_t n, int64_t r, int64_t rows, const float *c, const float *A,
                             const int8_t *const *f, float scale, float *const *gx, float *t) {
     int64_t k = 0;
-    for (; k + W <= n; k += W) combination_step(n, r, k, W, rows, c, A, t);
-    if (k < n) combination_step(n, r, k, n - k, rows, c, A, t);
+    for (; k + W <= n; k += W) combination_step(n, r, k, W, rows, c, A, NULL, t);
+    if (k < n) combination_step(n, r, k, n - k, rows, c, A, NULL, t);
     for (int64_t q = 0; q < rows; q++) {
         float *g = gx[q];
         const float *tq = t + q * n;
@@ -148,6 +152,35 @@ int lora_down_f32(int64_t m, int64_t n, int64_t r, const float *x, const float *
             else for (int64_t q = 0; q < rows; q++) dots(n, r, 1, y + q, A, a + (i0 + q) * r);
         }
         free(xd);
+    }
+    return failed;
+}
+
+/* out = bias + s a Bt: a [m, r], Bt = B^T [r, n], bias [n] or NULL (0), out [m, n] */
+int lora_up_f32(int64_t m, int64_t n, int64_t r, const float *a, const float *Bt, const float *bias, float s,
+                float *out, int threads) {
+    int failed = 0;
+    #pragma omp parallel num_threads(threads)
+    {
+        float *c = malloc(ROWS * r * sizeof(float));
+        if (!c) failed = 1;
+        #pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < m; i0 += ROWS) {
+            if (!c) continue;
+            int64_t rows = min64(ROWS, m - i0), k = 0;
+            for (int64_t j = 0; j < rows * r; j++) c[j] = s * a[i0 * r + j];
+            float *t = out + i0 * n;
+            if (rows == ROWS) {
+                for (; k + W <= n; k += W) combination_step(n, r, k, W, ROWS, c, Bt, bias, t);
+                if (k < n) combination_step(n, r, k, n - k, ROWS, c, Bt, bias, t);
+            } else {
+                for (int64_t q = 0; q < rows; q++) {
+                    for (k = 0; k + W <= n; k += W) combination_step(n, r, k, W, 1, c + q * r, Bt, bias, t + q * n);
+                    if (k < n) combination_step(n, r, k, n - k, 1, c + q * r, Bt, bias, t + q * n);
+                }
+            }
+        }
+        free(c);
     }
     return failed;
 }
