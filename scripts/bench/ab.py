@@ -13,10 +13,19 @@ the models with its own code (``scripts/bench/ab_worker.py``) and its own
 allocator policy. The options are the model benchmark's (``--setting``,
 ``--configs``, ``--steps``, ...).
 
+Taking turns cancels the host's drift, not what a process carries for its
+whole life: on a shared host the same code on both sides read 0.97-1.04x (the
+README's "Speed"), an offset per process of a few percent (where its pages
+land in the caches, suspected). ``--processes N`` runs N pairs of worker
+processes one after the other, each pair for all the rounds, and reports each
+pair's paired ratio beside the median of all rounds: their spread is what the
+comparison resolves (run it with ``--baseline`` this checkout itself to see
+that spread with no change at all).
+
 Output: per configuration the median training step and inference pass of each
-side and their ratio (baseline / this = the speed-up), and the GEMM floor of
-``scripts.bench model`` (this side's FLOPs over the GEMM rate measured here
-after every round) as floor/step for both sides.
+side and their ratio (baseline / this = the speed-up), the pairs' own paired
+ratios, and the GEMM floor of ``scripts.bench model`` (this side's FLOPs over
+the GEMM rate measured here after every round) as floor/step for both sides.
 """
 from __future__ import annotations
 
@@ -36,6 +45,9 @@ _WORKER = Path(__file__).with_name("ab_worker.py")
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, help="another checkout of this repository (a folder)")
     bm.add_args(parser)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="pairs of worker processes, one pair after the other, each for all the rounds: their "
+                             "paired ratios' spread shows the per-process offset (3 or more to see it)")
     parser.set_defaults(configs=None)  # CrossAlign fp32 and bf16 (bf16 only with fast bf16 matmuls here)
 
 
@@ -46,6 +58,8 @@ class _Side:
         self.label = label
         self.proc = subprocess.Popen([sys.executable, str(_WORKER), *argv], cwd=checkout, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def wait_ready(self) -> None:
         self._read()  # {"ready": [...]}: the models are built
 
     def _read(self):
@@ -82,8 +96,36 @@ def _rounds(sides: list[_Side], task: str, n_configs: int, warmup: int, steps: i
     return {"times": times, "rates": rates}
 
 
+def _pair(baseline: Path, argv: list[str], n_configs: int, args: argparse.Namespace, index: int) -> dict:
+    """One pair of workers (started in turn, the baseline first in even pairs) for all the rounds; the pair's
+    timings, GEMM rates and this side's FLOPs."""
+    order = [("baseline", baseline), ("this", _REPO)]
+    sides = {}
+    try:
+        for label, checkout in (order if index % 2 == 0 else order[::-1]):
+            sides[label] = _Side(label, checkout, argv)
+        for side in sides.values():
+            side.wait_ready()
+        pair = [sides["baseline"], sides["this"]]
+        train = _rounds(pair, "train", n_configs, args.warmup, args.steps)
+        infer = _rounds(pair, "infer", n_configs, 1, args.infer_steps)
+        flops = [sides["this"].ask("flops", c) for c in range(n_configs)]
+    finally:
+        for side in sides.values():
+            side.close()
+    return {"train": train, "infer": infer, "flops": flops}
+
+
+def _paired(times: dict, c: int) -> list[float]:
+    """Each round's baseline / this for configuration c: the two steps of a round ran back to back."""
+    return [b / t for b, t in zip(times["baseline", c], times["this", c])]
+
+
 def main(args: argparse.Namespace) -> int:
     bm.apply_setting(args)
+    if args.processes < 1:
+        print(f"error: --processes must be >= 1, got {args.processes}", file=sys.stderr)
+        return 2
     baseline = Path(args.baseline).expanduser()
     if not (baseline / "scripts" / "bench" / "model.py").is_file():
         print(f"error: --baseline {baseline} is not a checkout of this repository (no scripts/bench/model.py); "
@@ -97,34 +139,33 @@ def main(args: argparse.Namespace) -> int:
     argv = bm.worker_argv(args, names, profiling=False)
     print(f"A/B: {baseline.resolve()} (baseline) vs {_REPO} (this), B={args.batch_size} L={args.seq_len} "
           f"C={args.channels}, --llm {args.llm} x {args.llm_layers}; threads {args.threads or 'torch default'}; "
-          f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns")
+          f"{args.warmup} warm-up + {args.steps} timed steps each, taking turns; {args.processes} pair(s) of "
+          "processes")
     if note:
         print(f"  {note}")
     print(f"  before: {bm._load()}", flush=True)
-    sides = [_Side("baseline", baseline, argv), _Side("this", _REPO, argv)]
-    try:
-        train = _rounds(sides, "train", len(names), args.warmup, args.steps)
-        infer = _rounds(sides, "infer", len(names), 1, args.infer_steps)
-        flops = [sides[1].ask("flops", c) for c in range(len(names))]
-    finally:
-        for s in sides:
-            s.close()
+    pairs = [_pair(baseline, argv, len(names), args, i) for i in range(args.processes)]
     print(f"  after:  {bm._load()}")
+    labels, tasks = ("baseline", "this"), ("train", "infer")
     rows = []
     for c, name in enumerate(names):
         prec = "bf16" if bm.CONFIGS[name][1] else "fp32"
-        rate = statistics.median(r[prec]["train"] for r in train["rates"][c])
-        fwd = statistics.median(r[prec]["forward"] for r in train["rates"][c])
-        floor_ms, infer_floor_ms = flops[c]["train"] / rate / 1e6, flops[c]["infer"] / fwd / 1e6
+        rates = [r for pair in pairs for r in pair["train"]["rates"][c]]
+        rate = statistics.median(r[prec]["train"] for r in rates)
+        fwd = statistics.median(r[prec]["forward"] for r in rates)
+        flops = pairs[0]["flops"][c]
+        floor_ms, infer_floor_ms = flops["train"] / rate / 1e6, flops["infer"] / fwd / 1e6
+        times = {(task, label): [t for pair in pairs for t in pair[task]["times"][label, c]]
+                 for task in tasks for label in labels}
         rows.append({"config": name, "gemm_gflops_s": rate, "forward_gflops_s": fwd, "floor_ms": floor_ms,
                      "infer_floor_ms": infer_floor_ms,
-                     **{f"{task}_ms_{s.label}": 1e3 * statistics.median(timed["times"][s.label, c])
-                        for task, timed in (("train", train), ("infer", infer)) for s in sides},
-                     # each round's two times were taken back to back: their ratio cancels the host's drift
+                     **{f"{task}_ms_{label}": 1e3 * statistics.median(times[task, label])
+                        for task in tasks for label in labels},
                      **{f"{task}_speedup_paired": statistics.median(
-                         b / t for b, t in zip(timed["times"]["baseline", c], timed["times"]["this", c]))
-                        for task, timed in (("train", train), ("infer", infer))},
-                     "train_ms_all": {s.label: [round(1e3 * t) for t in train["times"][s.label, c]] for s in sides}})
+                         ratio for pair in pairs for ratio in _paired(pair[task]["times"], c)) for task in tasks},
+                     **{f"{task}_speedup_by_process": [statistics.median(_paired(pair[task]["times"], c))
+                                                        for pair in pairs] for task in tasks},
+                     "train_ms_all": {label: [round(1e3 * t) for t in times["train", label]] for label in labels}})
     head = (f"{'configuration':<18}{'train ms base':>14}{'train ms this':>14}{'speed-up':>9}{'paired':>8}"
             f"{'floor ms':>9}{'floor/step':>16}{'infer ms base':>14}{'infer ms this':>14}{'speed-up':>9}"
             f"{'paired':>8}{'floor/pass':>16}")
@@ -135,8 +176,15 @@ def main(args: argparse.Namespace) -> int:
         lines.append(f"{r['config']:<18}{tb:>14.0f}{tt:>14.0f}{tb / tt:>9.2f}{r['train_speedup_paired']:>8.2f}"
                      f"{fl:>9.0f}{f'{fl / tb:.0%} -> {fl / tt:.0%}':>16}{ib:>14.0f}{it:>14.0f}{ib / it:>9.2f}"
                      f"{r['infer_speedup_paired']:>8.2f}{f'{ifl / ib:.0%} -> {ifl / it:.0%}':>16}")
+    if args.processes > 1:
+        for r in rows:
+            lines.append(f"{r['config']}: paired by pair of processes: training "
+                         + " ".join(f"{x:.2f}" for x in r["train_speedup_by_process"]) + "; inference "
+                         + " ".join(f"{x:.2f}" for x in r["infer_speedup_by_process"]))
     lines += ["speed-up = baseline ms / this ms (medians); paired = the median over rounds of each round's",
-              "  baseline / this (the two steps of a round run back to back, so the host's drift cancels);",
+              "  baseline / this (the two steps of a round run back to back, so the host's drift cancels, but",
+              "  not an offset a process keeps for its life: with one pair of processes a few percent here;",
+              "  --processes N shows each pair's own ratio, and their spread is what this comparison resolves);",
               "  floor = this side's matmul FLOPs / the GEMM rate of the",
               "  configuration's block shape and precision measured after every round (as scripts.bench model);",
               "  floor/step and floor/pass: baseline -> this. GEMM rates: "

@@ -172,7 +172,8 @@ def _flop_formulas() -> dict:
     our attention kernel (``crossalign::attention``, ``layers/fast_ops.py``);
     the convolution backward formula ignores ``groups`` (it counts the
     depthwise conv1d of a Mamba block's backward as if dense, ``C`` times too
-    much).
+    much); and the in-place ``addmm_`` has none (the LoRA kernel's layers run
+    their base product as one, ``layers/fast_ops.py``'s ``_LoraLinear``).
     """
     import torch
 
@@ -190,6 +191,9 @@ def _flop_formulas() -> dict:
         # the softmax is kept, not recomputed: dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q
         return 2 * sdpa_flops(q, k, v)
 
+    def addmm_inplace(self, mat1, mat2, *args, out_shape=None, **kwargs) -> int:
+        return 2 * mat1[0] * mat1[1] * mat2[1]
+
     def convolution_backward(grad_out, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
                              groups, output_mask, out_shape=None, **kwargs) -> int:
         # grad-input and grad-weight each run the forward's multiply-adds once more
@@ -197,7 +201,7 @@ def _flop_formulas() -> dict:
     return {aten._scaled_dot_product_flash_attention_for_cpu: attention,
             aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward,
             ours.attention: attention, ours.attention_backward: kernel_attention_backward,
-            aten.convolution_backward: convolution_backward}
+            aten.convolution_backward: convolution_backward, aten.addmm_: addmm_inplace}
 
 
 def count_flops(fn: Callable[[], object]) -> dict[str, int]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import require_c_kernel
 from scripts.bench import model as bm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -37,6 +38,19 @@ def test_bias_adds_no_matmul_flops():
     x = torch.randn(M, K, requires_grad=True)
     counts = bm.count_flops(lambda: lin(x).sum().backward())
     assert "addmm" in counts and sum(counts.values()) == 3 * 2 * M * K * N
+
+
+def test_the_lora_kernels_base_product_is_counted():
+    """_LoraLinear's base product is an in-place addmm_, which FlopCounterMode alone does not count."""
+    from layers import fast_ops
+    require_c_kernel("LoRA", fast_ops.lora_kernel_error)
+    x = torch.randn(M, K, requires_grad=True)
+    weight, bias = torch.randn(N, K), torch.randn(N)
+    lora_a, lora_b = torch.randn(4, K, requires_grad=True), torch.randn(N, 4, requires_grad=True)
+    counts = bm.count_flops(lambda: fast_ops._LoraLinear.apply(x, weight, bias, lora_a, lora_b, 2.0, 0.0, 0).sum()
+                            .backward())
+    assert counts.get("addmm_") == 2 * M * K * N  # the forward; grad-input is an mm, the frozen weight has none
+    assert sum(counts.values()) == 2 * 2 * M * K * N
 
 
 def test_sdpa_flops_by_hand():
