@@ -1,6 +1,9 @@
 """layers/csrc/attention.c through fast_ops.attention: PyTorch's attention, forward and backward, in one kernel."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,3 +113,10 @@ def test_an_attention_kernel_that_disagrees_is_not_used(monkeypatch, request, ke
     assert "disagrees" in fast_ops.attention_kernel_error()
     q, k, v = _heads(1, 2, 5, 5, 8, 8)
     assert attention_backend(q, k, v) == "torch"
+
+
+def test_the_saved_softmax_rows_match_the_kernels_vector_width():
+    """fast_ops allocates the saved softmax with rows of whole vectors of csrc/vecmath.h's W floats, which the
+    kernel writes whole: the two widths must agree."""
+    header = (Path(fast_ops.__file__).parent / "csrc" / "vecmath.h").read_text()
+    assert int(re.search(r"^#define W (\d+)$", header, re.M).group(1)) == fast_ops._KERNEL_LANES
