@@ -42,7 +42,7 @@ shows the effect on a whole step):
   ``dropout`` for the same seed), keeping one flag byte per element instead of ``dropout(x)``.
   The output starts as ``bias + scaling a B^T`` (the kernel) and the base product adds ``x W^T``
   into it (``addmm_``, beta 1), where ``F.linear`` then ``addmm_`` copied the bias into it and read
-  and wrote it once more: forward 1.01-1.13x at the models' shapes (one core, one process).
+  and wrote it once more: forward 1.01-1.14x at the models' shapes (one core, one process).
   MKL runs these products, with one side of ``r = 8`` columns, at 12-28 GFLOP/s on an AVX2 core,
   where the layer's own ``[M, in] x [in, out]`` product runs at 60-70; and the dropout, the
   adapter's sum into the output and its gradient's sum into ``x``'s are passes of their own.

@@ -105,21 +105,27 @@ INLINE void combination_step(int64_t n, int64_t r, int64_t k, int64_t w, int64_t
     for (int64_t q = 0; q < rows; q++) store(t + q * n + k, acc[q], w);
 }
 
+/* t[q][0, n) = init[0, n) + sum_j c[q r + j] A[j n, j n + n) for q < rows (row stride n); init NULL: 0 */
+INLINE void combination(int64_t n, int64_t r, int64_t rows, const float *c, const float *A, const float *init,
+                        float *t) {
+    int64_t k = 0;
+    for (; k + W <= n; k += W) combination_step(n, r, k, W, rows, c, A, init, t);
+    if (k < n) combination_step(n, r, k, n - k, rows, c, A, init, t);
+}
+
 /* gx[q][k] += mask_q[k] sum_j c[q r + j] A[j n + k] for q < rows, through t [rows, n]; mask_q the keep flags
  * f[q] times scale, or 1 when f is NULL */
 INLINE void add_combination(int64_t n, int64_t r, int64_t rows, const float *c, const float *A,
                             const int8_t *const *f, float scale, float *const *gx, float *t) {
-    int64_t k = 0;
-    for (; k + W <= n; k += W) combination_step(n, r, k, W, rows, c, A, NULL, t);
-    if (k < n) combination_step(n, r, k, n - k, rows, c, A, NULL, t);
+    combination(n, r, rows, c, A, NULL, t);
     for (int64_t q = 0; q < rows; q++) {
         float *g = gx[q];
         const float *tq = t + q * n;
         if (f) {
             const int8_t *fq = f[q];
-            for (k = 0; k < n; k++) g[k] += tq[k] * (fq[k] ? scale : 0.0f);
+            for (int64_t k = 0; k < n; k++) g[k] += tq[k] * (fq[k] ? scale : 0.0f);
         } else {
-            for (k = 0; k < n; k++) g[k] += tq[k];
+            for (int64_t k = 0; k < n; k++) g[k] += tq[k];
         }
     }
 }
@@ -167,18 +173,11 @@ int lora_up_f32(int64_t m, int64_t n, int64_t r, const float *a, const float *Bt
         #pragma omp for schedule(static)
         for (int64_t i0 = 0; i0 < m; i0 += ROWS) {
             if (!c) continue;
-            int64_t rows = min64(ROWS, m - i0), k = 0;
+            int64_t rows = min64(ROWS, m - i0);
             for (int64_t j = 0; j < rows * r; j++) c[j] = s * a[i0 * r + j];
             float *t = out + i0 * n;
-            if (rows == ROWS) {
-                for (; k + W <= n; k += W) combination_step(n, r, k, W, ROWS, c, Bt, bias, t);
-                if (k < n) combination_step(n, r, k, n - k, ROWS, c, Bt, bias, t);
-            } else {
-                for (int64_t q = 0; q < rows; q++) {
-                    for (k = 0; k + W <= n; k += W) combination_step(n, r, k, W, 1, c + q * r, Bt, bias, t + q * n);
-                    if (k < n) combination_step(n, r, k, n - k, 1, c + q * r, Bt, bias, t + q * n);
-                }
-            }
+            if (rows == ROWS) combination(n, r, ROWS, c, Bt, bias, t);
+            else for (int64_t q = 0; q < rows; q++) combination(n, r, 1, c + q * r, Bt, bias, t + q * n);
         }
         free(c);
     }

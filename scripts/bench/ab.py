@@ -14,8 +14,8 @@ allocator policy. The options are the model benchmark's (``--setting``,
 ``--configs``, ``--steps``, ...).
 
 Taking turns cancels the host's drift, not what a process carries for its
-whole life: on a shared host the same code on both sides read 0.97-1.04x (the
-README's "Speed"), an offset per process of a few percent (where its pages
+whole life: on a shared host the same code on both sides read 0.95-1.04x from
+one pair of processes to the next (the README's "Speed"), an offset per process of a few percent (where its pages
 land in the caches, suspected). ``--processes N`` runs N pairs of worker
 processes one after the other, each pair for all the rounds, and reports each
 pair's paired ratio beside the median of all rounds: their spread is what the
