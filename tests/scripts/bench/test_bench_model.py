@@ -316,3 +316,24 @@ def test_table_shows_each_part_against_its_floor_at_the_configurations_rate():
     # the page faults that would inflate a time are printed beside it: timed steps, profiled steps, parts
     assert "page faults per timed step (median, max; " in table and "CrossAlign fp32 3, 1200" in table
     assert "; 2 page faults per profiled step)" in table and "page faults per timed part: at most 7" in table
+
+
+def test_quietest_ratio_takes_the_fastest_step_against_the_highest_gemm_pass():
+    gemm = {"m": 3200, "repeats": 3, "blocks": {"768x3072": {
+        "gflops_s": {"fp32": 150.0}, "forward_gflops_s": {"fp32": 220.0},
+        "gflops_s_all": {"fp32": [150.0, 100.0, 240.0]}, "forward_gflops_s_all": {"fp32": [220.0, 250.0, 110.0]}}}}
+    results = [{**_result("crossalign_fp32", 4000.0, 600e9), "train_ms_all": [4000, 3125, 5000],
+                "infer_flops": 100e9, "infer_ms_all": [500.0, 800.0, 1000.0]},
+               _result("gpt2_fp32", 3000.0, 300e9)]  # no per-round lists (an older JSON): no quietest
+    bm._add_roofline(results, gemm)
+    cross, ref = results
+    # floor at 240 GFLOP/s = 2500 ms over the 3125 ms step; the medians give 4000 / 4000
+    assert cross["quietest_floor_step"] == pytest.approx(0.8)
+    assert cross["gemm_floor_ms"] / cross["train_ms"] == pytest.approx(1.0)
+    assert cross["quietest_floor_pass"] == pytest.approx(400.0 / 500.0)  # 100 GFLOP at 250 GFLOP/s over 500 ms
+    assert ref["quietest_floor_step"] is None and ref["quietest_floor_pass"] is None
+    table = bm._table(results, gemm)
+    row = next(x for x in table.splitlines() if x.startswith("CrossAlign fp32") and "600.0" in x)
+    assert row.split()[6:8] == ["100%", "80%"]  # floor/step, quietest
+    assert "quietest" in table and next(x for x in table.splitlines() if x.startswith("GPT2Model fp32")
+                                        and "300.0" in x).split()[6:8] == ["67%", "-"]
