@@ -64,10 +64,16 @@ shows the effect on a whole step):
   form). ``gelu_tanh`` computes the same function as ``x sigmoid(2u)`` with a
   vectorised ``exp`` (``csrc/gelu.c``), and in training its derivative in
   the same pass, kept instead of ``x``, so the backward is one multiply;
-  float32 on the CPU; elsewhere, and without a compiler, it is
+  float32 and bfloat16 on the CPU; elsewhere, and without a compiler, it is
   ``F.gelu(x, approximate="tanh")``. Not bit-identical: within 5.2e-7
   absolute of the float64 function forward (PyTorch's float32: 4.3e-7) and
-  2e-6 backward (PyTorch: 1e-6), on ``[-12, 12]``.
+  2e-6 backward (PyTorch: 1e-6), on ``[-12, 12]``. A bf16 tensor (what the
+  MLP's first product gives under ``--bf16 1``'s autocast) is read and
+  written in bf16 and computed in float32, as PyTorch's bf16 GELU: the output
+  within one bf16 rounding of the function, the gradient within two (the
+  derivative is kept in bf16, as PyTorch keeps ``x``); forward + backward of
+  a bf16 ``[3200, 3072]`` 85 -> 33 ms on one AVX2 core (``python -m
+  scripts.bench gelu``).
 - GELU's erf form (BERT's and MiniLM's activation), ``x Phi(x)``: PyTorch's
   CPU forward is fast, but its backward computes ``erf`` and ``exp`` again
   from ``x``. ``gelu_erf`` computes ``Phi`` by the erfc formula PyTorch's
@@ -76,7 +82,8 @@ shows the effect on a whole step):
   formula's), kept instead of ``x``: forward + backward of ``[3200, 1536]``
   11.6 -> 7.3 ms on one AVX2 core. Within 4.2e-7 of the float64 function
   forward (PyTorch's float32: 3.7e-7) and 2.6e-7 for the derivative
-  (PyTorch: 2.6e-7), on ``[-20, 20]``; elsewhere ``F.gelu(x)``.
+  (PyTorch: 2.6e-7), on ``[-20, 20]``; bfloat16 as the tanh form's; elsewhere
+  ``F.gelu(x)``.
 
 - A ``Linear`` with few inputs (a window's C channels into the model width, Mamba's
   ``dt_proj`` from its rank R = d / 16): its backward's products have a side of
@@ -297,38 +304,45 @@ class LoraDropout(Dropout):
 
 def _declare_gelu(lib: ctypes.CDLL) -> None:
     i64, ptr, threads = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    lib.gelu_tanh_f32.argtypes = lib.gelu_erf_f32.argtypes = [i64, ptr, ptr, ptr, threads]
+    for name in ("gelu_tanh_f32", "gelu_erf_f32", "gelu_tanh_bf16", "gelu_erf_bf16"):
+        getattr(lib, name).argtypes = [i64, ptr, ptr, ptr, threads]
 
 
 GELU_KERNEL = CKernel(CSRC / "gelu.c", _declare_gelu)
-_GELU_TOLERANCE = 1e-5  # kernel against F.gelu, absolute and relative, outputs and gradients
+_GELU_TOLERANCE = {torch.float32: 1e-5,  # kernel against F.gelu, absolute and relative, outputs and gradients
+                   torch.bfloat16: 2 ** -7}  # two bf16 steps: the derivative is kept in bf16, then multiplied
+_GELU_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
 def gelu_kernel_error() -> str | None:
     """None when the C GELU kernel is built and agrees with ``F.gelu(x, approximate=...)`` in both forms ("tanh"
-    and "none", the erf form), outputs and gradients, within ``_GELU_TOLERANCE`` (checked once per process);
-    else why not."""
+    and "none", the erf form), float32 and bfloat16, outputs and gradients, within ``_GELU_TOLERANCE`` (checked
+    once per process); else why not."""
     return GELU_KERNEL.checked_error(_compare_gelu_kernel_with_torch)
 
 
 def _compare_gelu_kernel_with_torch() -> str | None:
     x = torch.cat([torch.linspace(-12.0, 12.0, 3001), torch.tensor([0.0, -0.0, 1e-30, 30.0, -30.0])])
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    tol = _GELU_TOLERANCE
-    for approximate in ("tanh", "none"):
-        y_k, g_k = outputs_and_gradients(lambda t: _Gelu.apply(t, approximate), [x], grad)
-        y_t, g_t = outputs_and_gradients(lambda t: F.gelu(t, approximate=approximate), [x], grad)
-        if not (torch.allclose(y_k, y_t, rtol=tol, atol=tol) and torch.allclose(g_k, g_t, rtol=tol, atol=tol)):
-            return f"it disagrees with F.gelu(approximate='{approximate}')"
+    for dtype, tol in _GELU_TOLERANCE.items():
+        xd, gd = x.to(dtype), grad.to(dtype)
+        for approximate in ("tanh", "none"):
+            y_k, g_k = outputs_and_gradients(lambda t: _Gelu.apply(t, approximate), [xd], gd)
+            y_t, g_t = outputs_and_gradients(lambda t: F.gelu(t, approximate=approximate), [xd], gd)
+            if not all(a.dtype == dtype and torch.allclose(a.float(), b.float(), rtol=tol, atol=tol)
+                       for a, b in ((y_k, y_t), (g_k, g_t))):
+                return f"it disagrees with F.gelu(approximate='{approximate}') in {dtype}"
     return None
 
 
 class _Gelu(torch.autograd.Function):
-    """GELU of a float32 CPU tensor by the C kernel, ``approximate`` "tanh" or "none" (the erf form), as F.gelu.
+    """GELU of a float32 or bfloat16 CPU tensor by the C kernel, ``approximate`` "tanh" or "none" (the erf form),
+    as F.gelu.
 
     When a gradient is needed the kernel also writes the derivative ``gelu'(x)``, which is saved instead of
-    ``x`` (the same memory), so the backward is one multiply; PyTorch's backward computes the tanh, or the erf
-    and an exp, again.
+    ``x`` (the same memory, in x's dtype), so the backward is one multiply; PyTorch's backward computes the
+    tanh, or the erf and an exp, again. In bf16 that multiply rounds twice (the derivative, then the product),
+    where PyTorch's backward rounds once: within two bf16 steps of it.
     """
 
     @staticmethod
@@ -336,7 +350,8 @@ class _Gelu(torch.autograd.Function):
         x = x.contiguous()
         y = torch.empty_like(x)
         derivative = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        kernel = GELU_KERNEL.lib().gelu_tanh_f32 if approximate == "tanh" else GELU_KERNEL.lib().gelu_erf_f32
+        form = "tanh" if approximate == "tanh" else "erf"
+        kernel = getattr(GELU_KERNEL.lib(), f"gelu_{form}_{_GELU_DTYPES[x.dtype]}")
         kernel(x.numel(), x.data_ptr(), y.data_ptr(), None if derivative is None else derivative.data_ptr(),
                threads_for(x.numel() // 4096))
         ctx.save_for_backward(derivative)
@@ -346,17 +361,17 @@ class _Gelu(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (derivative,) = ctx.saved_tensors
-        return grad * derivative, None
+        return (grad * derivative).to(derivative.dtype), None
 
 
 def gelu_backend(x: torch.Tensor) -> str:
     """Which GELU :func:`gelu_tanh` and :func:`gelu_erf` run for a tensor like ``x``: "cpu_kernel" or "torch"."""
-    usable = x.device.type == "cpu" and x.dtype == torch.float32 and gelu_kernel_error() is None
+    usable = x.device.type == "cpu" and x.dtype in _GELU_DTYPES and gelu_kernel_error() is None
     return "cpu_kernel" if usable else "torch"
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """``F.gelu(x, approximate="tanh")``, by the C kernel for float32 CPU tensors (see the module docstring).
+    """``F.gelu(x, approximate="tanh")``, by the C kernel for float32 and bfloat16 CPU tensors (see the module docstring).
 
     Any shape; the kernel's result differs from PyTorch's by float32 rounding (within 5.2e-7 forward, 2e-6
     backward, of the float64 function). NaN gives NaN; +-inf give +-inf (PyTorch: NaN at -inf).
@@ -365,7 +380,7 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 def gelu_erf(x: torch.Tensor) -> torch.Tensor:
-    """``F.gelu(x)`` (the erf form), by the C kernel for float32 CPU tensors (see the module docstring).
+    """``F.gelu(x)`` (the erf form), by the C kernel for float32 and bfloat16 CPU tensors (see the module docstring).
 
     Any shape; the kernel's result differs from PyTorch's by float32 rounding (within 4.2e-7 forward, 2.6e-7 for
     the derivative, of the float64 function). NaN and -inf give NaN, +inf gives +inf, as PyTorch's.

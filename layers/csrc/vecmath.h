@@ -1,7 +1,7 @@
 /* Float vectors for the C kernels of layers/csrc: W lanes in GNU vector extensions (GCC and clang turn them
  * into AVX2/AVX-512 or NEON code, or scalar code without them), a lane-masked load and store for a last
- * partial vector, a select, exp2 and the logistic sigmoid. Included by the kernels; layers/ckernel.py hashes it
- * into every kernel's build key, so a change here rebuilds them. */
+ * partial vector (and their bfloat16 forms), a select, exp2 and the logistic sigmoid. Included by the
+ * kernels; layers/ckernel.py hashes it into every kernel's build key, so a change here rebuilds them. */
 #ifndef CROSSALIGN_VECMATH_H
 #define CROSSALIGN_VECMATH_H
 
@@ -35,6 +35,34 @@ static inline void store(float *p, vf v, int64_t w) {
     vf copy = v;
     memcpy(p, &copy, w * sizeof(float));
 }
+/* bfloat16 vectors: a bf16 is a float's high 16 bits, so w of them widen to floats by a shift (the other lanes 0),
+ * and a float rounds to the nearest bf16, ties to even, by adding 0x7FFF plus the lowest kept bit before
+ * dropping the low half; a NaN becomes the quiet NaN 0x7FC0, as in PyTorch's rounding. Whole and partial
+ * vectors use separate variables, as in load() above. */
+typedef uint16_t vh __attribute__((vector_size(2 * W)));
+static inline vf load_bf16(const uint16_t *p, int64_t w) {
+    if (w == W) {
+        vh h;
+        memcpy(&h, p, sizeof h);
+        return (vf)(__builtin_convertvector(h, vu) << 16);
+    }
+    vh h = {0};
+    memcpy(&h, p, w * sizeof(uint16_t));
+    return (vf)(__builtin_convertvector(h, vu) << 16);
+}
+static inline void store_bf16(uint16_t *p, vf v, int64_t w) {
+    vu u = (vu)v;
+    vu rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    vi nan = v != v;
+    vh h = __builtin_convertvector((rounded & (vu)~nan) | ((vu)nan & 0x7FC0u), vh);
+    if (w == W) {
+        memcpy(p, &h, sizeof h);
+        return;
+    }
+    vh copy = h;
+    memcpy(p, &copy, w * sizeof(uint16_t));
+}
+
 /* Elementwise kernels work on INTERLEAVE vectors at a time, one step (a few operations) for all of them before the
  * next: a single vector's chain of dependent operations (an exp, a division, a polynomial: 30-50 of them) waits on
  * their latencies, and the out-of-order core overlaps only about two such chains by itself. EACH(k, m) is that

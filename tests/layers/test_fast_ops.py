@@ -332,9 +332,56 @@ def test_gelu_tanh_special_values(gelu_kernel):
     assert torch.allclose(x.grad[3:], torch.full((3,), 0.5))  # gelu'(0) = 1/2
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_gelu_tanh_is_pytorchs_outside_float32(dtype):
-    x = torch.randn(257, dtype=dtype)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("approximate, module_type, reach, forward_tol, grad_tol", GELU_FORMS)
+def test_gelu_kernel_in_bfloat16_is_the_function_rounded_to_bfloat16(threads, approximate, module_type, reach,
+                                                                    forward_tol, grad_tol, monkeypatch, gelu_kernel):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-reach, reach, 24_003), torch.randn(1_000) * 30]).bfloat16()
+    leaf = x.clone().requires_grad_()
+    module = module_type()
+    y = module(leaf)
+    assert y.dtype == torch.bfloat16 and module.backend_used == "cpu_kernel"
+    g = torch.randn(x.shape).bfloat16()
+    (grad,) = torch.autograd.grad(y, leaf, g)
+    assert grad.dtype == torch.bfloat16
+    exact = x.double().requires_grad_()
+    ref = F.gelu(exact, approximate=approximate)
+    (ref_grad,) = torch.autograd.grad(ref, exact, g.double())
+    # the float32 function rounded once (one bf16 step, 2^-8 relative); the gradient rounds the kept derivative
+    # and then the product (two steps; PyTorch's bf16 backward rounds once); plus the float32 kernel's error
+    assert ((y.double() - ref.detach()).abs() <= 2 ** -8 * ref.detach().abs() + forward_tol).all()
+    assert ((grad.double() - ref_grad).abs() <= 2 ** -7 * ref_grad.abs() + grad_tol * g.double().abs()).all()
+    torch_y = F.gelu(x, approximate=approximate)
+    assert torch.allclose(y.float(), torch_y.float(), rtol=2 ** -8, atol=1e-6)
+
+
+def test_gelu_kernel_runs_in_a_bf16_autocast_training_step(tmp_path, gelu_kernel):
+    # --bf16 1: the MLP's first product comes out of autocast in bf16, so its GELU gets a bf16 tensor
+    bb = load_backbone(_tiny(tmp_path, "gpt2", 0.1), 2, init="random", lora_dropout=0.1)
+    x = torch.randn(2, 8, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bb(x, adapters=True)
+    out.float().square().mean().backward()
+    gelus = [m for m in bb.modules() if isinstance(m, TanhGELU)]
+    assert len(gelus) == 2 and all(m.backend_used == "cpu_kernel" for m in gelus)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bb.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu_kernel_in_bfloat16_special_values(approximate, gelu_kernel):
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-30], dtype=torch.bfloat16,
+                     requires_grad=True)
+    y = fast_ops._Gelu.apply(x, approximate)
+    y.backward(torch.ones_like(y))
+    assert y[0].isnan() and y[1] == float("inf") and x.grad[0].isnan()
+    assert y[2] == -float("inf") if approximate == "tanh" else y[2].isnan()  # as the float32 kernel
+    assert y[3:].abs().max() < 1e-29 and torch.equal(x.grad[3:], torch.full((3,), 0.5, dtype=torch.bfloat16))
+
+
+def test_gelu_tanh_is_pytorchs_outside_float32_and_bfloat16():
+    x = torch.randn(257, dtype=torch.float64)
     assert torch.equal(gelu_tanh(x), F.gelu(x, approximate="tanh"))
     module = TanhGELU()
     assert torch.equal(module(x), F.gelu(x, approximate="tanh")) and module.backend_used == "torch"
@@ -374,9 +421,8 @@ def test_gelu_erf_special_values(gelu_kernel):
     assert torch.allclose(x.grad[3:], torch.full((3,), 0.5))  # gelu'(0) = 1/2
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_gelu_erf_is_pytorchs_outside_float32(dtype):
-    x = torch.randn(257, dtype=dtype)
+def test_gelu_erf_is_pytorchs_outside_float32_and_bfloat16():
+    x = torch.randn(257, dtype=torch.float64)
     assert torch.equal(gelu_erf(x), F.gelu(x))
     module = ErfGELU()
     assert torch.equal(module(x), F.gelu(x)) and module.backend_used == "torch"
