@@ -155,11 +155,14 @@ class CKernel:
     def checked_error(self, check: Callable[[], str | None]) -> str | None:
         """None when the kernel is built and ``check()`` (its comparison with the PyTorch path it replaces:
         None when they agree, else why not) passed; else why not. Run once per process (until ``reset``), with
-        autograd on even inside ``torch.inference_mode()``, where the first call may come from (scoring)."""
+        autograd on even inside ``torch.inference_mode()``, where the first call may come from (scoring), and
+        with CPU autocast off even inside ``--bf16 1``'s, where the first call comes from in bf16 training: the
+        check compares float32 with float32, and the PyTorch path's matmuls in bf16 would fail it (5.7e-3 for the
+        scan, 4.2e-3 for the attention) and turn the kernel off for the whole run."""
         if not self._checked:
             why = self.unavailable_reason()
             if why is None:
-                with torch.inference_mode(False), torch.enable_grad():
+                with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
                     why = check()
             self._checked.append(why)
         return self._checked[0]
