@@ -401,11 +401,20 @@ def _compare_conv_kernel_with_torch() -> str | None:
 def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.silu(causal_depthwise_conv1d(x, weight, bias))``, by the C kernel (``layers.conv_kernel``) for float32
     CPU tensors when it passed its first-call check (``conv_kernel_error``), else in PyTorch. Same arguments;
-    returns ``[B, L, E]`` (the kernel's result differs by float32 rounding)."""
-    usable = (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.stride(-1) == 1
-              and (bias is None or bias.dtype == torch.float32) and weight.shape[-1] <= conv_kernel.MAX_WIDTH
-              and conv_kernel_error() is None)
-    return (conv_kernel.CausalConvSiLU.apply if usable else _torch_conv_silu)(x, weight, bias)
+    returns ``[B, L, E]`` (the kernel's result differs by float32 rounding).
+
+    A bfloat16 or float16 ``x`` with float32 weights (the block's projection under ``--bf16 1``'s autocast) is
+    widened to float32 for the kernel and its result rounded back to ``x``'s dtype: forward + backward 20.5 ->
+    7.9 ms against PyTorch's bf16 path (B 32, L 100, E 256, K 4, one AVX2 core), and computed in float32."""
+    half = x.dtype in (torch.bfloat16, torch.float16)
+    usable = (x.device.type == "cpu" and (x.dtype == torch.float32 or half) and weight.dtype == torch.float32
+              and (x.stride(-1) == 1 or half) and (bias is None or bias.dtype == torch.float32)
+              and weight.shape[-1] <= conv_kernel.MAX_WIDTH and conv_kernel_error() is None)
+    if not usable:
+        return _torch_conv_silu(x, weight, bias)
+    if half:
+        return conv_kernel.CausalConvSiLU.apply(x.float(), weight, bias).to(x.dtype)
+    return conv_kernel.CausalConvSiLU.apply(x, weight, bias)
 
 
 def _torch_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

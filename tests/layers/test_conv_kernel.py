@@ -44,6 +44,24 @@ def test_kernel_is_conv_then_silu(kernel, monkeypatch, threads, b, length, e, k,
         assert torch.allclose(a.double(), r, rtol=1e-5, atol=1e-5 * r.abs().max().item())
 
 
+def test_a_bf16_input_runs_the_kernel_in_float32_and_keeps_its_dtype(kernel, monkeypatch):
+    """--bf16 1: the block's projection comes out of autocast in bf16; the kernel computes on the widened input,
+    so the result is the float32 one rounded once to bf16, and the gradient reaches the bf16 input."""
+    calls = []
+    real = conv_kernel.CausalConvSiLU.apply
+    monkeypatch.setattr(conv_kernel.CausalConvSiLU, "apply", lambda *a: calls.append(a[0].dtype) or real(*a))
+    g = torch.Generator().manual_seed(0)
+    xz = torch.randn(2, 30, 2 * 19, generator=g).bfloat16().requires_grad_()
+    weight, bias = torch.randn(19, 1, 4, generator=g, requires_grad=True), torch.randn(19, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = causal_conv_silu(xz[..., :19], weight, bias)
+    assert calls == [torch.float32] and y.dtype == torch.bfloat16
+    exact = F.silu(causal_depthwise_conv1d(xz[..., :19].detach().double(), weight.detach().double(), bias.double()))
+    assert torch.allclose(y.double(), exact, rtol=2 ** -8, atol=1e-6)
+    y.float().sum().backward()
+    assert xz.grad.dtype == torch.bfloat16 and xz.grad[..., :19].abs().sum() > 0 and weight.grad is not None
+
+
 def test_kernel_special_values(kernel):
     x = torch.tensor([0.0, 1.0, -200.0, 200.0, float("nan")]).reshape(1, 5, 1)
     weight, bias = torch.tensor([[[0.0, 1.0]]]), torch.zeros(1)  # y_t = silu(x_t)
@@ -52,7 +70,7 @@ def test_kernel_special_values(kernel):
     assert y[2].abs() < 1e-30 and y[3] == 200.0 and y[4].isnan()  # the limits 0 and x; NaN stays NaN
 
 
-def test_mamba_runs_the_kernel_on_cpu_float32_only_with_auto(kernel, monkeypatch):
+def test_mamba_runs_the_kernel_on_cpu_float32_with_auto_not_float64_or_torch(kernel, monkeypatch):
     calls = []
     real = conv_kernel.CausalConvSiLU.apply
     monkeypatch.setattr(conv_kernel.CausalConvSiLU, "apply", lambda *a: calls.append(1) or real(*a))
