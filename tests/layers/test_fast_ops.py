@@ -520,6 +520,22 @@ def test_lora_forward_matches_peft_forward_with_gradients(tmp_path, kind, bf16):
         assert torch.allclose(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=tol)
 
 
+def test_lora_forward_under_autocast_casts_its_input_once(tmp_path, monkeypatch):
+    """--bf16 1: a float32 input is cast once for the base product and the adapter, and the dropout runs in bf16
+    (autocast would cast it for the base, run the dropout in float32, then cast the dropped copy again)."""
+    bb = load_backbone(_tiny(tmp_path, "gpt2", 0.1), 1, init="random", lora_dropout=0.1)
+    layer = _lora_layers(bb)[0]
+    seen = []
+    drop = layer.lora_dropout["default"]
+    monkeypatch.setattr(drop, "forward", lambda x, real=drop.forward: seen.append(x.dtype) or real(x))
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y.float().sum().backward()
+    assert seen == [torch.bfloat16] and y.dtype == torch.bfloat16 and x.grad.dtype == torch.float32
+    assert layer.backend_used == "torch"
+
+
 def test_lora_forward_leaves_disabled_merged_and_extra_adapters_to_peft(tmp_path):
     torch.manual_seed(0)
     bb = load_backbone(_tiny(tmp_path, "gpt2", 0.0), 1, init="random", lora_dropout=0.0)
