@@ -311,7 +311,6 @@ def _declare_gelu(lib: ctypes.CDLL) -> None:
 GELU_KERNEL = CKernel(CSRC / "gelu.c", _declare_gelu)
 _GELU_TOLERANCE = {torch.float32: 1e-5,  # kernel against F.gelu, absolute and relative, outputs and gradients
                    torch.bfloat16: 2 ** -7}  # two bf16 steps: the derivative is kept in bf16, then multiplied
-_GELU_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
 def gelu_kernel_error() -> str | None:
@@ -351,7 +350,7 @@ class _Gelu(torch.autograd.Function):
         y = torch.empty_like(x)
         derivative = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         form = "tanh" if approximate == "tanh" else "erf"
-        kernel = getattr(GELU_KERNEL.lib(), f"gelu_{form}_{_GELU_DTYPES[x.dtype]}")
+        kernel = getattr(GELU_KERNEL.lib(), f"gelu_{form}_{_KERNEL_DTYPES[x.dtype]}")
         kernel(x.numel(), x.data_ptr(), y.data_ptr(), None if derivative is None else derivative.data_ptr(),
                threads_for(x.numel() // 4096))
         ctx.save_for_backward(derivative)
@@ -366,7 +365,7 @@ class _Gelu(torch.autograd.Function):
 
 def gelu_backend(x: torch.Tensor) -> str:
     """Which GELU :func:`gelu_tanh` and :func:`gelu_erf` run for a tensor like ``x``: "cpu_kernel" or "torch"."""
-    usable = x.device.type == "cpu" and x.dtype in _GELU_DTYPES and gelu_kernel_error() is None
+    usable = x.device.type == "cpu" and x.dtype in _KERNEL_DTYPES and gelu_kernel_error() is None
     return "cpu_kernel" if usable else "torch"
 
 

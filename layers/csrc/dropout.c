@@ -24,22 +24,9 @@
 #include <string.h>
 
 #include "philox.h"
+#include "vecmath.h" /* bf16_to_f32, f32_to_bf16 */
 
 #define CHUNK 1024 /* elements per chunk, a multiple of GROUP */
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-INLINE uint16_t f32_to_bf16(float f) { /* round to nearest even; NaN to the quiet NaN 0x7FC0, as PyTorch */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return f != f ? 0x7FC0 : (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
 
 #define CHUNKS_OF(n) (((n) + CHUNK - 1) / CHUNK)
 #define LENGTH(n, c) ((n) - (c) * CHUNK < CHUNK ? (n) - (c) * CHUNK : CHUNK)

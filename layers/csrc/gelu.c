@@ -66,8 +66,8 @@ INLINE void gelu_tanh_block(int m, int64_t w, int bf16, const void *x, void *y, 
     EACH(k, m) store_elements(bf16, y, i + k * W, v[k] * s[k], w);
     if (d)
         EACH(k, m) store_elements(bf16, d, i + k * W,
-                                  s[k] + xc[k] * s[k] * (1.0f - s[k]) * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc[k] * xc[k])),
-                                  w);
+                                  s[k] + xc[k] * s[k] * (1.0f - s[k])
+                                             * ((2.0f * K0) * (1.0f + (3.0f * K1) * xc[k] * xc[k])), w);
 }
 
 /* y = gelu(x), the erf form, and d = gelu'(x) when d is not NULL, for the m vectors at element i */

@@ -35,10 +35,21 @@ static inline void store(float *p, vf v, int64_t w) {
     vf copy = v;
     memcpy(p, &copy, w * sizeof(float));
 }
-/* bfloat16 vectors: a bf16 is a float's high 16 bits, so w of them widen to floats by a shift (the other lanes 0),
- * and a float rounds to the nearest bf16, ties to even, by adding 0x7FFF plus the lowest kept bit before
- * dropping the low half; a NaN becomes the quiet NaN 0x7FC0, as in PyTorch's rounding. Whole and partial
- * vectors use separate variables, as in load() above. */
+/* bfloat16: a bf16 is a float's high 16 bits, so it widens to a float by a shift, and a float rounds to the
+ * nearest bf16, ties to even, by adding 0x7FFF plus the lowest kept bit before dropping the low half; a NaN
+ * becomes the quiet NaN 0x7FC0, as in PyTorch's rounding. One value at a time, then w of them in a vector (the
+ * other lanes 0; whole and partial vectors use separate variables, as in load() above). */
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return f != f ? 0x7FC0 : (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
 typedef uint16_t vh __attribute__((vector_size(2 * W)));
 static inline vf load_bf16(const uint16_t *p, int64_t w) {
     if (w == W) {
