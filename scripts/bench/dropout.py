@@ -30,10 +30,20 @@ DEFAULT_SHAPES = "3200x384,3200x1536,3200x3072,384x100x100,8x3200x384"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def dtype_list(text: str) -> list[str]:
+    """``--dtypes``' value (a comma list of ``DTYPES``' names) as a list; an unknown name is argparse's error
+    (exit status 2), naming it and the choices."""
+    names = text.split(",")
+    unknown = [n for n in names if n not in DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} in {text!r}; choose from {', '.join(DTYPES)}")
+    return names
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma list of shapes such as 3200x384")
     parser.add_argument("--p", type=float, default=0.1, help="drop probability")
-    parser.add_argument("--dtypes", default="fp32", help="comma list of fp32,bf16")
+    parser.add_argument("--dtypes", type=dtype_list, default="fp32", help="comma list of " + ",".join(DTYPES))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
@@ -86,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
           f"{'fwd x':>8}{'fwd+bwd x':>11}")
     for shape_text in args.shapes.split(","):
         shape = tuple(int(s) for s in shape_text.lower().split("x"))
-        for dtype_name in args.dtypes.split(","):
+        for dtype_name in args.dtypes:
             x = torch.randn(shape).to(DTYPES[dtype_name]).requires_grad_()
             grad = torch.randn(shape).to(DTYPES[dtype_name])
             with_p = {name: (lambda x, fn=fn: fn(x, args.p)) for name, fn in impls.items()}

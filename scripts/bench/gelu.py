@@ -17,33 +17,26 @@ product).
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from layers import fast_ops
-from scripts.bench.dropout import DTYPES, forward_backward_ms, speed_lines
+from scripts.bench.dropout import DTYPES, dtype_list, forward_backward_ms, speed_lines
 
 DEFAULT_SHAPES = "3200x3072,3200x1536"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma list of shapes such as 3200x3072")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of " + ",".join(DTYPES))
+    parser.add_argument("--dtypes", type=dtype_list, default="fp32,bf16", help="comma list of " + ",".join(DTYPES))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
 
 
 def main(args: argparse.Namespace) -> int:
-    dtypes = args.dtypes.split(",")
-    unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown:
-        print(f"error: --dtypes {args.dtypes!r}: unknown {', '.join(unknown)}; choose from {', '.join(DTYPES)}",
-              file=sys.stderr)
-        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     why = fast_ops.gelu_kernel_error()
@@ -58,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
           f"{'fwd+bwd x':>11}")
     for shape_text in args.shapes.split(","):
         shape = tuple(int(s) for s in shape_text.lower().split("x"))
-        for dtype_name in dtypes:
+        for dtype_name in args.dtypes:
             x = torch.randn(shape).to(DTYPES[dtype_name]).requires_grad_()
             grad = torch.randn(shape).to(DTYPES[dtype_name])
             for form, impls in forms.items():

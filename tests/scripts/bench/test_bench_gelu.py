@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from scripts.bench import gelu
+import pytest
+
+from scripts.bench import dropout, gelu
 
 
 def test_gelu_benchmark_prints_each_implementation(capsys):
@@ -17,8 +19,11 @@ def test_gelu_benchmark_prints_each_implementation(capsys):
     assert all(float(v) > 0 for r in rows if r[0] == "256x1024" for v in r[-4:])  # 0.00 ms would print for 3x5x7
 
 
-def test_gelu_benchmark_names_an_unknown_dtype_and_exits_2(capsys):
+@pytest.mark.parametrize("bench", [gelu, dropout], ids=["gelu", "dropout"])
+def test_an_unknown_dtype_is_named_and_exits_2(capsys, bench):
     parser = argparse.ArgumentParser()
-    gelu.add_args(parser)
-    assert gelu.main(parser.parse_args(["--dtypes", "fp32,fp16"])) == 2
+    bench.add_args(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--dtypes", "fp32,fp16"])
+    assert exit_info.value.code == 2
     assert "fp16" in capsys.readouterr().err
