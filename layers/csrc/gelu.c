@@ -57,8 +57,8 @@ INLINE void store_elements(int bf16, void *p, int64_t i, vf v, int64_t w) {
 INLINE void gelu_tanh_block(int m, int64_t w, int bf16, const void *x, void *y, void *d, int64_t i) {
     vf v[INTERLEAVE], xc[INTERLEAVE], s[INTERLEAVE];
     EACH(k, m) v[k] = load_elements(bf16, x, i + k * W, w);
-    EACH(k, m) xc[k] = blend(v[k] < -CLAMP, splat(-CLAMP), v[k]);
-    EACH(k, m) xc[k] = blend(xc[k] > CLAMP, splat(CLAMP), xc[k]);
+    EACH(k, m) xc[k] = at_least(v[k], -CLAMP);
+    EACH(k, m) xc[k] = at_most(xc[k], CLAMP);
     EACH(k, m) s[k] = 2.0f * K0 * (xc[k] + K1 * xc[k] * xc[k] * xc[k]); /* 2u */
     EACH(k, m) s[k] = s[k] * -1.4426950408889634f;
     exp2v_each(m, s);
