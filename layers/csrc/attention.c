@@ -48,8 +48,6 @@
 #define AHEAD 12  /* rows ahead of the one being packed that a pack fetches into the cache */
 #define INLINE static inline __attribute__((always_inline))
 
-typedef uint16_t vh __attribute__((vector_size(2 * W))); /* W draws */
-
 static int64_t round_up(int64_t n) { return (n + W - 1) / W * W; }
 INLINE vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
@@ -223,7 +221,7 @@ static void normalise_row(float *row, int64_t n, float inv, const uint16_t *d, i
     for (int64_t j = 0; j < n; j += W) {
         vf x = vload(row + j) * inv, y = x;
         if (threshold) {
-            vh dj;
+            vh dj; /* W draws (vecmath.h's vh: W uint16 lanes) */
             memcpy(&dj, d + j, sizeof dj); /* lanes past n read the next row's draws, or the buffer's slack */
             vi keep = __builtin_convertvector(dj, vi) >= threshold;
             y = x * (vf)((vi)splat(keep_scale) & keep);

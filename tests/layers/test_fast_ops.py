@@ -672,4 +672,3 @@ def test_linear_is_f_linear_where_its_products_would_not_pay():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert fast_ops.linear(x8.requires_grad_(), w8).dtype == torch.bfloat16  # autocast's own linear
     assert torch.equal(fast_ops.linear(x8.double(), w8.double()), F.linear(x8.double(), w8.double()))
-
